@@ -1,0 +1,1 @@
+"""HTTP ingestion endpoint: speaks the seed tracking APIs and publishes RawEvents to Kafka."""

@@ -1,0 +1,1 @@
+"""The data contract: Avro schemas, the event model and codecs for everything on a topic."""

@@ -1,0 +1,1 @@
+"""ClickHouse sink: DDL, migrations and the batch writer."""
