@@ -1,0 +1,244 @@
+"""Configuration: one TOML file plus environment overrides, validated once at start.
+
+Where a value comes from, highest priority first:
+
+1. ``EVENTSIEVE_<SECTION>__<KEY>`` environment variables
+   (e.g. ``EVENTSIEVE_TOPICS__PARTITIONS=12``);
+2. ``KAFKA_BOOTSTRAP_SERVERS`` and ``CLICKHOUSE_URL``, the conventional names
+   for "use these external services" (nothing local is started then);
+3. the TOML file: ``--config PATH``, else ``$EVENTSIEVE_CONFIG``, else
+   ``./eventsieve.toml`` when it exists;
+4. the defaults below.
+
+Every section is a frozen pydantic model with ``extra="forbid"``, so a typo in
+a key is an error that names the key rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from eventsieve.errors import ConfigError
+
+CONFIG_ENV = "EVENTSIEVE_CONFIG"
+DEFAULT_CONFIG_FILE = "eventsieve.toml"
+KAFKA_ENV = "KAFKA_BOOTSTRAP_SERVERS"
+CLICKHOUSE_ENV = "CLICKHOUSE_URL"
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    """Base of every config section: immutable, and unknown keys are errors."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(Section):
+    """Where Kafka is. Unset ``bootstrap_servers`` means: use the local stack."""
+
+    bootstrap_servers: str | None = None
+
+
+class ClickHouseSettings(Section):
+    """Where ClickHouse is. Unset ``url`` means: use the local stack.
+
+    ``url`` has the clickhouse-driver form
+    ``clickhouse://user:password@host:9000/database``.
+    """
+
+    url: SecretStr | None = None
+    database: str = "eventsieve"
+
+
+class StackSettings(Section):
+    """The local, Docker-free stack (``eventsieve stack up``).
+
+    Default ports sit away from Kafka's 9092/9093 and ClickHouse's 9000/8123
+    so the stack never collides with a user's own services.
+    """
+
+    dir: Path = Path(".eventsieve")
+    kafka_version: str = "4.1.1"
+    kafka_port: Port = 39092
+    kafka_controller_port: Port = 39093
+    kafka_heap: str = "1g"
+    clickhouse_port: Port = 39000
+    clickhouse_http_port: Port = 38123
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+class TopicSettings(Section):
+    """Topic names and layout (see DESIGN.md, "Topics")."""
+
+    raw: str = "events.raw"
+    orders: str = "events.orders"
+    clean: str = "events.clean"
+    dropped: str = "events.dropped"
+    dlq: str = "events.dlq"
+    partitions: int = Field(default=6, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+
+    @field_validator("raw", "orders", "clean", "dropped", "dlq")
+    @classmethod
+    def _legal_topic_name(cls, value: str) -> str:
+        if not _TOPIC_NAME.match(value) or value in {".", ".."}:
+            raise ValueError("a Kafka topic name is 1-249 characters of [A-Za-z0-9._-]")
+        return value
+
+
+class ShieldSettings(Section):
+    """Per-project shields: requests matching these are dropped with a reason."""
+
+    ip_blocklist: tuple[str, ...] = ()
+    country_blocklist: tuple[str, ...] = ()
+    page_blocklist: tuple[str, ...] = ()
+    hostname_allowlist: tuple[str, ...] = ()
+
+    @field_validator("ip_blocklist")
+    @classmethod
+    def _valid_networks(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address or CIDR range") from exc
+        return values
+
+    @field_validator("country_blocklist")
+    @classmethod
+    def _country_codes(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not re.fullmatch(r"[A-Za-z]{2}", value):
+                raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code")
+        return tuple(v.upper() for v in values)
+
+
+class ProjectSettings(Section):
+    """One project: who may write into it, and its own shields.
+
+    ``tokens`` are public, send-only ingest tokens (safe in browser code).
+    ``server_keys`` are secret keys stored hashed, as ``sha256:<hex>``.
+    """
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str = ""
+    tokens: tuple[str, ...] = ()
+    server_keys: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    rate_limit_per_second: float = Field(default=1000.0, gt=0)
+    shields: ShieldSettings = ShieldSettings()
+
+    @field_validator("server_keys")
+    @classmethod
+    def _hashed(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+                raise ValueError("server keys are stored hashed: 'sha256:' + 64 hex digits")
+        return values
+
+    @field_validator("domains")
+    @classmethod
+    def _lower_domains(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.strip().lower() for v in values)
+
+
+class PrivacySettings(Section):
+    """Secrets for deriving anonymous visitor ids (a daily salt per secret)."""
+
+    salt_secret: SecretStr = SecretStr("change-me-in-production")
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one eventsieve process. Frozen once built."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTSIEVE_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
+    stack: StackSettings = StackSettings()
+    topics: TopicSettings = TopicSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    projects: tuple[ProjectSettings, ...] = ()
+
+    @field_validator("projects")
+    @classmethod
+    def _unique_project_ids(
+        cls, values: tuple[ProjectSettings, ...]
+    ) -> tuple[ProjectSettings, ...]:
+        seen: set[str] = set()
+        for project in values:
+            if project.id in seen:
+                raise ValueError(f"project id {project.id!r} is defined twice")
+            seen.add(project.id)
+        return values
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, then what load_settings passes in (file contents).
+        return (env_settings, init_settings)
+
+    def project(self, project_id: str) -> ProjectSettings | None:
+        """The project with this id, or None."""
+        return next((p for p in self.projects if p.id == project_id), None)
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The config file to read: the flag, else $EVENTSIEVE_CONFIG, else ./eventsieve.toml."""
+    if explicit:
+        return Path(explicit)
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env)
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.exists() else None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, merge and validate the configuration; raise ConfigError naming bad keys."""
+    file = config_path(path)
+    source = str(file) if file else "defaults"
+    data: dict[str, Any] = {}
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(source, {"(file)": "no such file"}) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(source, {"(syntax)": str(exc)}) from None
+    if kafka := os.environ.get(KAFKA_ENV):
+        data.setdefault("kafka", {})["bootstrap_servers"] = kafka
+    if clickhouse := os.environ.get(CLICKHOUSE_ENV):
+        data.setdefault("clickhouse", {})["url"] = clickhouse
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(source, _problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(root)"
+        problems[key] = error["msg"]
+    return problems
