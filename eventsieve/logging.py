@@ -1,0 +1,55 @@
+"""Structured logging for every eventsieve process (structlog over stdlib logging).
+
+Logs are key=value lines on a terminal and JSON lines otherwise
+(``EVENTSIEVE_LOG_FORMAT=json|console`` overrides), so the same events read
+well by eye and feed a log pipeline unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
+    """Configure structlog and the stdlib root logger once, at process start."""
+    level_name = (level or os.environ.get("EVENTSIEVE_LOG_LEVEL", "INFO")).upper()
+    fmt = fmt or os.environ.get("EVENTSIEVE_LOG_FORMAT") or (
+        "console" if sys.stderr.isatty() else "json"
+    )
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    shared: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ])
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level_name)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structured logger named after its module."""
+    return structlog.stdlib.get_logger(name)
