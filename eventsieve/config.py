@@ -158,6 +158,66 @@ class PrivacySettings(Section):
     salt_secret: SecretStr = SecretStr("change-me-in-production")
 
 
+class StreamsSettings(Section):
+    """The stream processor (``eventsieve worker``): rule windows, state store, metrics.
+
+    Every window is measured in event time (see streams/eventtime.py), never
+    wall-clock, so a replay of the same input gives the same decisions.
+    """
+
+    app_id: str = Field(default="eventsieve-streams", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # Vero: identical events within 3 minutes of the last accepted one are duplicates.
+    dedup_window_s: float = Field(default=180.0, gt=0)
+    # Idempotency-Key / client event ids are remembered for 24 h.
+    idempotency_window_s: float = Field(default=86_400.0, gt=0)
+    # vtcdn: one email open per user (and message/campaign) per 20 minutes.
+    email_open_window_s: float = Field(default=1_200.0, gt=0)
+    # orderId uniqueness holds "however late"; 400 days covers a yearly re-purchase cycle.
+    order_retention_days: float = Field(default=400.0, gt=0)
+    # A client timestamp further than this from received_at is not trusted.
+    timestamp_tolerance_s: float = Field(default=600.0, ge=0)
+    # State is kept this long beyond its window behind the newest event time of
+    # its partition, so late (out-of-order) events still meet it.
+    late_grace_s: float = Field(default=900.0, ge=0)
+    email_open_events: tuple[str, ...] = (
+        "email open",
+        "email opened",
+        "open email",
+        "emailopen",
+        "$email_open",
+        "email_open",
+    )
+    email_open_id_properties: tuple[str, ...] = (
+        "message_id",
+        "messageId",
+        "campaign_id",
+        "campaignId",
+        "email_id",
+        "emailId",
+    )
+    order_events: tuple[str, ...] = (
+        "confirmation",
+        "purchase",
+        "purchased",
+        "order completed",
+        "order",
+        "checkout completed",
+    )
+    order_id_properties: tuple[str, ...] = ("orderId", "order_id", "orderid")
+    spam_referrers: tuple[str, ...] = ()
+    store: str = Field(default="memory", pattern=r"^(memory|rocksdb)$")
+    data_dir: Path = Path(".eventsieve/streams")
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    ua_cache_size: int = Field(default=50_000, ge=0)
+
+    @field_validator("email_open_events", "order_events")
+    @classmethod
+    def _normalised_names(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        # Compared against normalised event names: case-insensitive, "_" == " ".
+        return tuple(" ".join(v.replace("_", " ").lower().split()) for v in values)
+
+
 class Settings(BaseSettings):
     """The whole configuration of one eventsieve process. Frozen once built."""
 
@@ -173,6 +233,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     topics: TopicSettings = TopicSettings()
     privacy: PrivacySettings = PrivacySettings()
+    streams: StreamsSettings = StreamsSettings()
     projects: tuple[ProjectSettings, ...] = ()
 
     @field_validator("projects")
