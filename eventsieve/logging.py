@@ -17,8 +17,10 @@ import structlog
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     """Configure structlog and the stdlib root logger once, at process start."""
     level_name = (level or os.environ.get("EVENTSIEVE_LOG_LEVEL", "INFO")).upper()
-    fmt = fmt or os.environ.get("EVENTSIEVE_LOG_FORMAT") or (
-        "console" if sys.stderr.isatty() else "json"
+    fmt = (
+        fmt
+        or os.environ.get("EVENTSIEVE_LOG_FORMAT")
+        or ("console" if sys.stderr.isatty() else "json")
     )
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer()
@@ -39,11 +41,14 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.format_exc_info,
-            renderer,
-        ])
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,0 +1,243 @@
+"""A single-node Apache Kafka in KRaft mode, from the broker jars on Maven Central.
+
+The jars of ``org.apache.kafka:kafka_2.13`` and its runtime dependencies are
+resolved once by Maven into a per-version cache directory (outside the work
+tree, so fresh clones reuse it), then the broker runs with the machine's Java.
+Storage is formatted on first start with a fresh cluster id.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from eventsieve.config import StackSettings
+from eventsieve.errors import MissingDependencyError, ServiceError
+from eventsieve.stack.process import ManagedProcess, port_in_use
+
+LOG4J_VERSION = "2.24.3"  # the log4j2 line the Kafka 4.1 broker is built against
+MIN_JAVA = 17  # Kafka 4.x brokers need Java 17+
+
+_INSTALL_HINT = (
+    "The local stack needs a Java {java}+ runtime and Maven "
+    "(Debian/Ubuntu: apt-get install openjdk-17-jre-headless maven), "
+    "or set KAFKA_BOOTSTRAP_SERVERS to use an existing Kafka, "
+    "or run `docker compose up` instead."
+)
+
+_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.eventsieve.stack</groupId>
+  <artifactId>kafka-broker</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.kafka</groupId>
+      <artifactId>kafka_2.13</artifactId>
+      <version>{version}</version>
+    </dependency>
+    <!-- The broker logs through slf4j 1.x; this binds it to log4j2. -->
+    <dependency>
+      <groupId>org.apache.logging.log4j</groupId>
+      <artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+_LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        Pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Logger:
+      - name: kafka.request.logger
+        level: WARN
+      - name: org.apache.kafka.clients
+        level: WARN
+    Root:
+      level: INFO
+      AppenderRef:
+        - ref: STDOUT
+"""
+
+
+def cache_root() -> Path:
+    """Where resolved broker jars are kept across clones: $XDG_CACHE_HOME/eventsieve."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "eventsieve"
+
+
+class KafkaServer:
+    """Provision, start, probe and stop the local broker described by StackSettings."""
+
+    name = "kafka"
+
+    def __init__(self, stack: StackSettings) -> None:
+        self.stack = stack
+        self.home = (stack.dir / "kafka").resolve()
+        self.data_dir = self.home / "data"
+        self.config_file = self.home / "server.properties"
+        self.libs_dir = cache_root() / f"kafka-{stack.kafka_version}" / "libs"
+        self.process = ManagedProcess(
+            name=self.name,
+            pid_file=(stack.dir / "run" / "kafka.pid").resolve(),
+            log_file=(stack.dir / "logs" / "kafka.log").resolve(),
+            marker=str(self.config_file),
+        )
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.stack.kafka_port}"
+
+    @property
+    def version(self) -> str:
+        return self.stack.kafka_version
+
+    def provision(self) -> None:
+        """Resolve the broker jars with Maven into the cache (once per version)."""
+        java_version()  # fail early with the install hint
+        if (self.libs_dir / f"kafka_2.13-{self.version}.jar").exists():
+            return
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise MissingDependencyError("Maven (mvn)", _INSTALL_HINT.format(java=MIN_JAVA))
+        build = self.libs_dir.parent
+        build.mkdir(parents=True, exist_ok=True)
+        (build / "pom.xml").write_text(_POM.format(version=self.version, log4j=LOG4J_VERSION))
+        staging = build / "libs.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        result = subprocess.run(
+            [mvn, "-q", "-B", "dependency:copy-dependencies",
+             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+            cwd=build, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise ServiceError(f"Maven could not resolve Kafka {self.version}:\n{tail}")
+        shutil.rmtree(self.libs_dir, ignore_errors=True)
+        staging.rename(self.libs_dir)  # atomic: a half-resolved cache is never used
+
+    def write_config(self) -> None:
+        s = self.stack
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(
+            "\n".join([
+                "# Generated by eventsieve; edit [stack] in eventsieve.toml instead.",
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{s.kafka_controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{s.kafka_port},"
+                f"CONTROLLER://127.0.0.1:{s.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{s.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "inter.broker.listener.name=PLAINTEXT",
+                f"log.dirs={self.data_dir}",
+                "num.partitions=1",
+                # A single node: every internal topic has exactly one replica.
+                "offsets.topic.replication.factor=1",
+                "share.coordinator.state.topic.replication.factor=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "auto.create.topics.enable=false",
+                # Consumers of a fresh group start at once instead of after 3 s.
+                "group.initial.rebalance.delay.ms=0",
+                "",
+            ])
+        )  # fmt: skip
+        (self.home / "log4j2.yaml").write_text(_LOG4J2)
+
+    def format_storage(self) -> None:
+        """Format the KRaft metadata log on first start (never twice)."""
+        if (self.data_dir / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        result = subprocess.run(
+            [*self._java_argv(heap="256m"), "kafka.tools.StorageTool", "format",
+             "-t", cluster_id, "-c", str(self.config_file), "--ignore-formatted"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServiceError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def start(self) -> int:
+        """Start the broker (provisioning and formatting first as needed); return its pid."""
+        if (pid := self.process.pid()) is not None:
+            return pid
+        for port in (self.stack.kafka_port, self.stack.kafka_controller_port):
+            if port_in_use(port):
+                raise ServiceError(
+                    f"port {port} is taken by another program; "
+                    "choose other [stack] kafka ports in eventsieve.toml"
+                )
+        self.provision()
+        self.write_config()
+        self.format_storage()
+        argv = [*self._java_argv(heap=self.stack.kafka_heap), "kafka.Kafka", str(self.config_file)]
+        return self.process.start(argv)
+
+    def ready(self) -> bool:
+        """True when the broker answers a metadata request."""
+        if not port_in_use(self.stack.kafka_port):  # spares librdkafka's connect errors
+            return False
+        try:
+            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+        except KafkaException:
+            return False
+        return True
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.process.exited():
+                raise ServiceError(f"Kafka exited during start:\n{self.process.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"Kafka did not answer within {timeout:.0f}s:\n{self.process.log_tail()}"
+                )
+            time.sleep(0.3)
+
+    def stop(self) -> bool:
+        return self.process.stop(timeout=30)
+
+    def _java_argv(self, heap: str) -> list[str]:
+        java = shutil.which("java") or "java"
+        return [
+            java, f"-Xmx{heap}",
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.yaml'}",
+            "-cp", f"{self.libs_dir}/*",
+        ]  # fmt: skip
+
+
+def java_version() -> int:
+    """The major version of ``java`` on PATH; MissingDependencyError if absent or too old."""
+    java = shutil.which("java")
+    hint = _INSTALL_HINT.format(java=MIN_JAVA)
+    if java is None:
+        raise MissingDependencyError("Java", hint)
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out)
+    if not match:
+        raise MissingDependencyError("a usable Java", hint)
+    major = int(match.group(1))
+    if major == 1 and match.group(2):  # "1.8" style
+        major = int(match.group(2))
+    if major < MIN_JAVA:
+        raise MissingDependencyError(f"Java {MIN_JAVA}+ (found {major})", hint)
+    return major
