@@ -128,28 +128,70 @@ class ProjectSettings(Section):
 
     ``tokens`` are public, send-only ingest tokens (safe in browser code).
     ``server_keys`` are secret keys stored hashed, as ``sha256:<hex>``.
+    ``vero_tokens`` (Vero ``auth_token``) and ``vtcdn_keys`` (vtcdn API keys) are
+    the secrets those compatible routes accept, stored hashed the same way.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     name: str = ""
     tokens: tuple[str, ...] = ()
     server_keys: tuple[str, ...] = ()
+    vero_tokens: tuple[str, ...] = ()
+    vtcdn_keys: tuple[str, ...] = ()
     domains: tuple[str, ...] = ()
     rate_limit_per_second: float = Field(default=1000.0, gt=0)
     shields: ShieldSettings = ShieldSettings()
 
-    @field_validator("server_keys")
+    @field_validator("server_keys", "vero_tokens", "vtcdn_keys")
     @classmethod
     def _hashed(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         for value in values:
             if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
-                raise ValueError("server keys are stored hashed: 'sha256:' + 64 hex digits")
+                raise ValueError("secret keys are stored hashed: 'sha256:' + 64 hex digits")
         return values
 
     @field_validator("domains")
     @classmethod
     def _lower_domains(cls, values: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v.strip().lower() for v in values)
+
+
+class ServerSettings(Section):
+    """The HTTP ingestion endpoint (``eventsieve serve``).
+
+    ``trusted_proxies`` are the addresses/CIDR ranges whose ``X-Forwarded-For``
+    is believed; from anyone else the peer address is the client.
+    """
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    workers: int = Field(default=1, ge=1, le=64)
+    # 1 MB: far above any real tracking request, small enough to refuse abuse early.
+    max_body_bytes: int = Field(default=1_000_000, ge=1_024)
+    # Events per native batch request (VibeFollow batches are capped at 500 by its API).
+    max_batch_events: int = Field(default=1_000, ge=1, le=100_000)
+    trusted_proxies: tuple[str, ...] = ()
+    # librdkafka batching: 20 ms of linger trades a little latency for big batches.
+    linger_ms: float = Field(default=20.0, ge=0, le=5_000)
+    compression: str = Field(default="lz4", pattern=r"^(none|gzip|snappy|lz4|zstd)$")
+    # How long a request waits for Kafka's acknowledgement before answering 503.
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    retry_after_s: int = Field(default=5, ge=1, le=3_600)
+    # VibeFollow Idempotency-Key replay: kept 24 h, per process (bounded in size).
+    idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
+    idempotency_max_keys: int = Field(default=1_000_000, ge=1)
+    cors_origins: tuple[str, ...] = ("*",)
+    access_log: bool = True
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_proxies(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address or CIDR range") from exc
+        return values
 
 
 class PrivacySettings(Section):
@@ -233,6 +275,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     topics: TopicSettings = TopicSettings()
     privacy: PrivacySettings = PrivacySettings()
+    server: ServerSettings = ServerSettings()
     streams: StreamsSettings = StreamsSettings()
     projects: tuple[ProjectSettings, ...] = ()
 
