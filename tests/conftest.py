@@ -1,0 +1,215 @@
+"""Shared fixtures: real Kafka and ClickHouse for integration tests, isolated per test.
+
+Where the services come from, in order:
+1. ``KAFKA_BOOTSTRAP_SERVERS`` / ``CLICKHOUSE_URL`` when set (external services);
+2. else the local stack (``eventsieve stack up``: started here if not running,
+   and stopped again at the end if this session started it, unless
+   ``EVENTSIEVE_TEST_KEEP_STACK=1``);
+3. else, when the local stack cannot run here (no Java/Maven/ClickHouse) and a
+   Docker engine answers, testcontainers.
+
+Each test gets its own topics (``new_topic``) and database (``ch_database``), so
+tests never see each other's data. Tests under tests/integration/ are marked
+``integration`` automatically; ``pytest -m "not integration"`` runs the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from clickhouse_driver import Client
+from confluent_kafka.admin import AdminClient
+
+from eventsieve import services as addresses
+from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_settings
+from eventsieve.errors import MissingDependencyError
+from eventsieve.kafka import ensure_topics, topic_names
+from eventsieve.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = ROOT / "eventsieve.toml"
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@dataclass(frozen=True)
+class Services:
+    """Addresses of the real services the integration tests talk to."""
+
+    kafka_bootstrap: str
+    clickhouse_url: str  # clickhouse-driver URL of the server's `default` database
+    origin: str  # "external", "local stack" or "testcontainers"
+
+    def clickhouse_url_for(self, database: str) -> str:
+        base = self.clickhouse_url.partition("?")[0].rstrip("/")
+        return f"{base.rsplit('/', 1)[0]}/{database}"
+
+
+def example_settings() -> Settings:
+    """The shipped example configuration (honours the service env vars)."""
+    return load_settings(EXAMPLE_CONFIG)
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=3).ping()
+    except Exception:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _containers() -> Iterator[Services]:
+    from testcontainers.clickhouse import ClickHouseContainer
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer().with_kraft() as kafka, ClickHouseContainer() as clickhouse:
+        host = clickhouse.get_container_host_ip()
+        port = clickhouse.get_exposed_port(9000)
+        yield Services(
+            kafka.get_bootstrap_server(),
+            f"clickhouse://{clickhouse.username}:{clickhouse.password}@{host}:{port}/default",
+            "testcontainers",
+        )
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    settings = example_settings()
+    stack = LocalStack(settings)
+    if not stack.managed:
+        yield Services(
+            addresses.kafka_bootstrap(settings),
+            addresses.clickhouse_url(settings, "default"),
+            "external",
+        )
+        return
+    try:
+        started = stack.up()
+    except MissingDependencyError as exc:
+        if not _docker_available():
+            pytest.fail(f"no Kafka/ClickHouse for integration tests: {exc}", pytrace=False)
+        with _containers() as found:
+            yield found
+        return
+    try:
+        yield Services(
+            addresses.kafka_bootstrap(settings),
+            addresses.clickhouse_url(settings, "default"),
+            "local stack",
+        )
+    finally:
+        if not os.environ.get("EVENTSIEVE_TEST_KEEP_STACK"):
+            for service in stack.managed:
+                if service.name in started:
+                    service.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(services: Services) -> str:
+    """``host:port`` of the test Kafka broker."""
+    return services.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(services: Services) -> str:
+    """clickhouse-driver URL of the test ClickHouse server (``default`` database)."""
+    return services.clickhouse_url
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def new_topic(services: Services) -> Iterator[Callable[..., str]]:
+    """Factory: ``new_topic(partitions=3, prefix="t")`` creates a fresh topic, deleted after."""
+    created: list[str] = []
+
+    def make(partitions: int = 3, prefix: str = "test.") -> str:
+        name = unique(prefix)
+        ensure_topics(services.kafka_bootstrap, [name], partitions)
+        created.append(name)
+        return name
+
+    yield make
+    _delete_topics(services.kafka_bootstrap, created)
+
+
+def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    if not names:
+        return
+    futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+        names, operation_timeout=10
+    )
+    for future in futures.values():
+        with contextlib.suppress(Exception):
+            future.result()
+
+
+@pytest.fixture
+def ch_database(services: Services) -> Iterator[str]:
+    """A fresh ClickHouse database for this test, dropped afterwards."""
+    name = unique("test_")
+    admin = Client.from_url(services.clickhouse_url)
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.disconnect()
+
+
+@pytest.fixture
+def ch_client(services: Services, ch_database: str) -> Iterator[Client]:
+    """A clickhouse-driver client bound to this test's database."""
+    client = Client.from_url(services.clickhouse_url_for(ch_database))
+    yield client
+    client.disconnect()
+
+
+@pytest.fixture
+def test_settings(services: Services, ch_database: str) -> Iterator[Settings]:
+    """The example Settings pointed at the test services, with unique topics and database.
+
+    The topics (3 partitions each) exist before the test starts and are
+    deleted after it; the database is this test's ``ch_database``.
+    """
+    base = example_settings()
+    prefix = unique("test.") + "."
+    topics = base.topics.model_copy(
+        update={
+            "raw": prefix + "events.raw",
+            "orders": prefix + "events.orders",
+            "clean": prefix + "events.clean",
+            "dropped": prefix + "events.dropped",
+            "dlq": prefix + "events.dlq",
+            "partitions": 3,
+        }
+    )
+    settings = base.model_copy(
+        update={
+            "kafka": KafkaSettings(bootstrap_servers=services.kafka_bootstrap),
+            "clickhouse": ClickHouseSettings(
+                url=services.clickhouse_url_for(ch_database), database=ch_database
+            ),
+            "topics": topics,
+        }
+    )
+    names = topic_names(topics)
+    ensure_topics(services.kafka_bootstrap, names, topics.partitions)
+    yield settings
+    _delete_topics(services.kafka_bootstrap, names)
