@@ -260,6 +260,26 @@ class StreamsSettings(Section):
         return tuple(" ".join(v.replace("_", " ").lower().split()) for v in values)
 
 
+class SinkSettings(Section):
+    """The ClickHouse sink (``eventsieve sink``): batching, retries, metrics.
+
+    A batch is flushed when it holds ``batch_max_rows`` rows or its oldest row
+    is ``batch_max_interval_s`` old, whichever comes first; offsets are
+    committed only after ClickHouse acknowledged the insert.
+    """
+
+    group_id: str = Field(default="eventsieve-sink", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # ClickHouse wants roughly one INSERT per second per table, 10k-100k rows each.
+    batch_max_rows: int = Field(default=50_000, ge=1, le=1_000_000)
+    batch_max_interval_s: float = Field(default=1.0, gt=0, le=300)
+    # Backoff while ClickHouse is down: doubles from initial up to max, with jitter.
+    retry_initial_s: float = Field(default=0.5, gt=0, le=60)
+    retry_max_s: float = Field(default=30.0, gt=0, le=600)
+    # Modern servers only: how many recent insert tokens a table remembers.
+    dedup_window: int = Field(default=1_000, ge=0, le=100_000)
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     """The whole configuration of one eventsieve process. Frozen once built."""
 
@@ -277,6 +297,7 @@ class Settings(BaseSettings):
     privacy: PrivacySettings = PrivacySettings()
     server: ServerSettings = ServerSettings()
     streams: StreamsSettings = StreamsSettings()
+    sink: SinkSettings = SinkSettings()
     projects: tuple[ProjectSettings, ...] = ()
 
     @field_validator("projects")
