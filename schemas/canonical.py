@@ -1,0 +1,180 @@
+"""Canonical helpers every stage shares: names, property values, fingerprints, keys.
+
+All are pure functions of their arguments, so the endpoint, the stream and a
+replay agree byte for byte:
+
+- ``normalise_event_name``: Vero's rule, case-insensitive, space and
+  underscore equal, trimmed.
+- ``property_value`` / ``stringify_properties``: how a JSON value becomes a
+  property string (strings as they are, nested values as compact JSON text).
+- ``event_fingerprint``: the identity of an event for deduplication, stable
+  under key order and number/boolean spelling.
+- ``user_key``, ``topic_key``: the Kafka key ``project:user_key``.
+- ``visitor_id``: a Plausible-style keyed hash with a daily salt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+_SEPARATORS = re.compile(r"[\s_]+")
+
+
+def normalise_event_name(name: str) -> str:
+    """Vero's event-name identity: trimmed, case-folded, runs of spaces/underscores as one ``_``.
+
+    ``"Order Placed"``, ``" order_placed "`` and ``"ORDER  PLACED"`` are all
+    ``"order_placed"``. Leading ``$`` (Vemetric system events) is kept.
+    """
+    return _SEPARATORS.sub("_", name.strip()).casefold()
+
+
+def property_value(value: Any) -> str | None:
+    """A JSON value as a property string; ``None`` (JSON null) means "no property".
+
+    Strings stay as they are; booleans are ``true``/``false``; numbers and
+    nested lists/objects become compact JSON text.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return str(value)
+
+
+def stringify_properties(values: Mapping[str, Any]) -> dict[str, str]:
+    """A JSON object of properties as a map of strings (null values left out)."""
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        text = property_value(value)
+        if text is not None:
+            out[str(key)] = text
+    return out
+
+
+_NUMBER = re.compile(r"^-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+def canonical_value(text: str) -> str:
+    """One spelling per value, so equal values in different spellings fingerprint alike.
+
+    Numbers (``"10"``, ``"10.0"``, ``"1e1"``) become their shortest decimal
+    form; ``"True"``/``"TRUE"`` become ``true`` (and likewise false); JSON
+    objects/arrays are re-serialised with sorted keys and canonical leaves.
+    Anything else is returned unchanged (including its case and spaces).
+    """
+    stripped = text.strip()
+    if not stripped:
+        return text
+    first = stripped[0]
+    if first in "-.0123456789" and _NUMBER.match(stripped):
+        return _canonical_number(stripped)
+    lowered = stripped.lower()
+    if lowered in ("true", "false"):
+        return lowered
+    if first in "[{":
+        try:
+            parsed = orjson.loads(stripped)
+        except orjson.JSONDecodeError:
+            return text
+        return orjson.dumps(_canonical_json(parsed), option=orjson.OPT_SORT_KEYS).decode()
+    return text
+
+
+def _canonical_number(text: str) -> str:
+    number = Decimal(text)  # exact: construction does not round to the context precision
+    if not number:
+        return "0"  # 0, 0.0, -0 and 0e5 are one value
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)  # finite: the regex admits no inf/nan
+    kept = list(digits)
+    while len(kept) > 1 and kept[-1] == 0:
+        kept.pop()
+        exponent += 1
+    normal = Decimal((sign, tuple(kept), exponent))
+    # Plain digits for everyday magnitudes; scientific beyond, so "1e-400" stays short.
+    return format(normal, "f") if -50 <= exponent <= 50 else str(normal)
+
+
+def _canonical_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _canonical_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical_json(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return _canonical_number(repr(value))
+    if isinstance(value, str):
+        return canonical_value(value)
+    return value  # pragma: no cover - orjson yields only the types above
+
+
+def event_fingerprint(event: Mapping[str, Any]) -> str:
+    """The identity of an event for deduplication, as 32 hex digits.
+
+    Covers the project, the user (``user_key``), the normalised name and the
+    properties — not the event id, timestamps or request context, so a
+    client's retry of the same action matches. Property order does not
+    matter; ``10``/``"10"``/``10.0`` and ``true``/``"true"`` are the same value.
+    """
+    props = event.get("properties") or {}
+    canonical_props = sorted((k, canonical_value(v)) for k, v in props.items())
+    payload = orjson.dumps(
+        [
+            event["project"],
+            user_key(event),
+            normalise_event_name(event["name"]),
+            canonical_props,
+        ]
+    )
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def user_key(event: Mapping[str, Any]) -> str:
+    """Who an event is about: user id, else email (lower-cased), else anonymous id, else visitor id.
+
+    Empty when none is known; the stream fills ``visitor_id`` before it keys
+    state by user, and the endpoint sets it before producing.
+    """
+    user_id = event.get("user_id")
+    if user_id:
+        return user_id
+    email = event.get("email")
+    if email:
+        return email.strip().lower()
+    return event.get("anonymous_id") or event.get("visitor_id") or ""
+
+
+def topic_key(project: str, user_key: str) -> str:
+    """The Kafka record key of an event: ``project:user_key`` (DESIGN.md, "Topics")."""
+    return f"{project}:{user_key}"
+
+
+def daily_salt(salt_secret: str, day: datetime.date) -> bytes:
+    """The salt of one UTC day, derived from the secret: rotates daily, needs no storage."""
+    return hmac.new(salt_secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
+
+
+def visitor_id(salt_secret: str, day: datetime.date, ip: str, user_agent: str, domain: str) -> str:
+    """A visitor's anonymous id for one day, Plausible-style, as 32 hex digits.
+
+    ``HMAC-SHA256(daily_salt(secret, day), domain \\0 ip \\0 user_agent)``: the
+    same browser on the same site gets the same id all day, a new one the next
+    day, and the IP is not recoverable. ``day`` is the event's UTC date (event
+    time), so a replay computes the same id.
+    """
+    message = f"{domain}\0{ip}\0{user_agent}".encode()
+    digest = hmac.new(daily_salt(salt_secret, day), message, hashlib.sha256).digest()
+    return digest[:16].hex()
