@@ -1,0 +1,48 @@
+"""ManagedProcess: finds and stops only the process it started."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from eventsieve.stack.process import ManagedProcess
+
+
+def sleeper(tmp_path, marker: str) -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path / "run" / "p.pid", tmp_path / "p.log", marker)
+
+
+def test_start_find_stop(tmp_path):
+    proc = sleeper(tmp_path, "eventsieve-test-marker-1")
+    pid = proc.start(
+        [sys.executable, "-c", "import time; time.sleep(60)", "eventsieve-test-marker-1"]
+    )
+    assert proc.pid() == pid
+    assert proc.stop(timeout=5) is True
+    assert proc.pid() is None
+    assert not proc.pid_file.exists()
+    assert proc.stop() is False  # nothing left to stop
+
+
+def test_a_foreign_process_behind_a_stale_pid_file_is_not_ours(tmp_path):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        proc = sleeper(tmp_path, "eventsieve-test-marker-2")
+        proc.pid_file.parent.mkdir(parents=True)
+        proc.pid_file.write_text(str(other.pid))
+        assert proc.pid() is None  # cmdline lacks our marker
+        assert proc.stop() is False
+        assert other.poll() is None  # untouched
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_log_tail_reads_the_output(tmp_path):
+    proc = sleeper(tmp_path, "eventsieve-test-marker-3")
+    proc.start([sys.executable, "-c", "print('hello from the server')", "eventsieve-test-marker-3"])
+    for _ in range(100):
+        if proc.exited():
+            break
+        subprocess.run(["sleep", "0.05"], check=True)
+    assert "hello from the server" in proc.log_tail()
