@@ -1,0 +1,237 @@
+"""One record in, its outputs out: the whole decision path without Faust or Kafka.
+
+``Processor.on_raw`` handles a record of ``events.raw`` (or of the re-key
+topic), ``Processor.on_order`` one of ``events.orders``. Each returns the
+records to produce and an ``Outcome`` for metrics and logs. The Faust agents
+(streams/app.py) only feed records in, produce what comes out, and acknowledge
+the input once every output is acknowledged by Kafka.
+
+Paths of a raw record::
+
+    decode ─fail─▶ dlq
+    enrich/validate ─fail─▶ dlq
+    on the wrong partition for project:user_key ─▶ rekey (then back here)
+    user pipeline (bot, spam, ip class, shields, idempotency, dedup, email opens)
+        ─drop─▶ dropped
+    order event ─▶ orders (key project:order_id) ─▶ on_order ─▶ clean | dropped
+    else ─▶ clean
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from eventsieve.config import Settings
+from schemas.codecs import decode_raw as _decode_raw
+from schemas.codecs import encode_clean, encode_dlq, encode_dropped, encode_raw
+from schemas.errors import DecodeError
+from schemas.events import RawEvent, clean_event, derived_event_id, dropped_event, now_ms
+from schemas.reasons import Stage
+from streams.decision import Dropped
+from streams.enrich import Enriched, Enricher
+from streams.errors import InvalidEvent
+from streams.partitioning import partition_for
+from streams.pipeline import Pipelines, build_pipelines
+from streams.state import State
+from streams.useragents import UserAgents
+
+Header = tuple[str, bytes | None]
+
+
+class Sink(StrEnum):
+    """Where an output record goes."""
+
+    CLEAN = "clean"
+    DROPPED = "dropped"
+    DLQ = "dlq"
+    ORDERS = "orders"
+    REKEY = "rekey"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An input record as Kafka delivered it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int | None = None
+    headers: Sequence[Header] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce; ``partition`` None lets the partitioner choose by key."""
+
+    sink: Sink
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one input record: its outputs, and the drop if any."""
+
+    outputs: list[Output]
+    sink: Sink
+    event_id: str | None = None
+    dropped: Dropped | None = None
+    error: str | None = field(default=None)
+
+
+class Processor:
+    """The stream's decisions for single records, given the partition's ``State``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        user_agents: UserAgents | None = None,
+        clock: Callable[[], int] = now_ms,
+        pipelines: Pipelines | None = None,
+    ) -> None:
+        self.partitions = settings.topics.partitions
+        self.user_agents = user_agents or UserAgents(settings.streams.ua_cache_size)
+        self.enricher = Enricher(settings, self.user_agents)
+        self.pipelines = pipelines or build_pipelines(settings, self.user_agents)
+        self.checks = list(self.pipelines.user.names)
+        self.order_checks = [*self.checks, *self.pipelines.orders.names]
+        self.clock = clock  # only for decided_at, never inside a decision
+
+    def on_raw(self, record: Record, state: State, *, check_partition: bool = True) -> Outcome:
+        """Decide a raw record. ``check_partition`` is off for the re-key topic."""
+        enriched = self._decode_enrich(record)
+        if not isinstance(enriched, Enriched):
+            return enriched
+        key = enriched.key.encode()
+        partition = partition_for(key, self.partitions)
+        event_id = enriched.raw["event_id"]
+        if check_partition and partition != record.partition:
+            # Avro with the event id and visitor id filled in, so the re-keyed
+            # copy is the same event whatever offset it gets.
+            out = Output(Sink.REKEY, key, encode_raw(enriched.raw), partition)
+            return Outcome([out], Sink.REKEY, event_id)
+        dropped = self.pipelines.user.decide(enriched.facts, state)
+        if dropped is not None:
+            return self._dropped(enriched, record, dropped, key)
+        order_id = enriched.facts.order_id
+        if order_id:
+            order_key = f"{enriched.facts.project}:{order_id}".encode()
+            out = Output(
+                Sink.ORDERS,
+                order_key,
+                encode_raw(enriched.raw),
+                partition_for(order_key, self.partitions),
+            )
+            return Outcome([out], Sink.ORDERS, event_id)
+        return self._clean(enriched, record, key, self.checks)
+
+    def on_order(self, record: Record, state: State) -> Outcome:
+        """Decide an order event (from ``events.orders``) on orderId uniqueness."""
+        enriched = self._decode_enrich(record)
+        if not isinstance(enriched, Enriched):
+            return enriched
+        key = enriched.key.encode()
+        dropped = self.pipelines.orders.decide(enriched.facts, state)
+        if dropped is not None:
+            return self._dropped(enriched, record, dropped, key)
+        return self._clean(enriched, record, key, self.order_checks)
+
+    def _decode_enrich(self, record: Record) -> Enriched | Outcome:
+        if record.value is None:
+            return self._dlq(record, "tombstone", "record has no value", Stage.DECODE)
+        try:
+            raw = decode_raw(record)
+        except DecodeError as exc:
+            return self._dlq(record, exc.code, str(exc), Stage.DECODE)
+        except Exception as exc:  # a poison record must never stop the stream
+            return self._dlq(record, type(exc).__name__, str(exc), Stage.DECODE)
+        try:
+            return self.enricher.enrich(raw)
+        except InvalidEvent as exc:
+            return self._dlq(record, "invalid", str(exc), Stage.VALIDATE, raw["event_id"])
+        except Exception as exc:
+            return self._dlq(record, type(exc).__name__, str(exc), Stage.ENRICH, raw["event_id"])
+
+    def _clean(self, e: Enriched, record: Record, key: bytes, checks: list[str]) -> Outcome:
+        agent = e.agent
+        event = clean_event(
+            e.raw,
+            normalised_name=e.facts.name,
+            user_key=e.facts.user_key,
+            decided_at=self.clock(),
+            fingerprint=e.facts.fingerprint,
+            checks=checks,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            browser=agent.browser,
+            browser_version=agent.browser_version,
+            os=agent.os,
+            os_version=agent.os_version,
+            device=agent.device,
+        )
+        out = Output(Sink.CLEAN, key, encode_clean(event))
+        return Outcome([out], Sink.CLEAN, e.raw["event_id"])
+
+    def _dropped(self, e: Enriched, record: Record, dropped: Dropped, key: bytes) -> Outcome:
+        agent = e.agent
+        event = dropped_event(
+            e.raw,
+            reason=dropped.reason,
+            stage=dropped.stage,
+            detail=dropped.detail,
+            decided_at=self.clock(),
+            normalised_name=e.facts.name,
+            user_key=e.facts.user_key,
+            fingerprint=e.facts.fingerprint,
+            source_topic=record.topic,
+            source_partition=record.partition,
+            source_offset=record.offset,
+            browser=agent.browser,
+            browser_version=agent.browser_version,
+            os=agent.os,
+            os_version=agent.os_version,
+            device=agent.device,
+        )
+        out = Output(Sink.DROPPED, key, encode_dropped(event))
+        return Outcome([out], Sink.DROPPED, e.raw["event_id"], dropped)
+
+    def _dlq(
+        self,
+        record: Record,
+        error_type: str,
+        error: str,
+        stage: Stage,
+        event_id: str | None = None,
+    ) -> Outcome:
+        dlq = {
+            "key": record.key,
+            "value": record.value,
+            "headers": [{"key": k, "value": v} for k, v in record.headers],
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "record_timestamp": record.timestamp,
+            "error_type": error_type,
+            "error": error[:2000],
+            "stage": str(stage),
+            "failed_at": self.clock(),
+        }
+        out = Output(Sink.DLQ, record.key, encode_dlq(dlq))
+        return Outcome([out], Sink.DLQ, event_id, error=error_type)
+
+
+def decode_raw(record: Record) -> RawEvent:
+    """The record's RawEvent; a JSON record without an id gets one from its position."""
+    assert record.value is not None
+    return _decode_raw(
+        record.value,
+        event_id=derived_event_id(record.topic, record.partition, record.offset),
+        received_at=record.timestamp,
+    )

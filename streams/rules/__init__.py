@@ -1,0 +1,1 @@
+"""The rules: each a small, pure, named step ``(facts, state) -> None | Dropped``."""
