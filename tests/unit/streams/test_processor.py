@@ -1,0 +1,186 @@
+"""The whole decision path for single records, with in-memory state and no Kafka."""
+
+import orjson
+import pytest
+
+from eventsieve.config import ProjectSettings, Settings, ShieldSettings
+from schemas.canonical import topic_key
+from schemas.codecs import decode_clean, decode_dlq, decode_dropped, decode_raw, encode_raw
+from schemas.events import new_raw_event
+from streams.partitioning import partition_for
+from streams.processor import Processor, Record, Sink
+from streams.state import InMemoryState
+
+T0 = 1_767_225_600_000
+PARTITIONS = 3
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 "
+    "(KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36"
+)
+
+
+@pytest.fixture
+def settings():
+    return Settings(
+        projects=(ProjectSettings(id="demo", shields=ShieldSettings(country_blocklist=("XX",))),),
+        topics={"partitions": PARTITIONS},
+    )
+
+
+@pytest.fixture
+def processor(settings):
+    return Processor(settings, clock=lambda: 42)
+
+
+def record(value: bytes | None, *, key: str | None = None, partition=None, offset=0):
+    if partition is None:
+        partition = partition_for(key.encode(), PARTITIONS) if key else 0
+    return Record("events.raw", partition, offset, key.encode() if key else None, value, T0)
+
+
+def raw(**fields):
+    fields.setdefault("user_id", "u1")
+    fields.setdefault("timestamp", T0)
+    fields.setdefault("received_at", T0)
+    return new_raw_event(
+        project=fields.pop("project", "demo"), name=fields.pop("name", "x"), **fields
+    )
+
+
+def feed(processor, state, event, **kw):
+    key = topic_key(event["project"], event["user_id"] or "")
+    return processor.on_raw(record(encode_raw(event), key=key, **kw), state)
+
+
+def test_clean_event(processor):
+    out = feed(processor, InMemoryState(), raw(user_agent=CHROME, ip="192.0.2.1"))
+    assert out.sink is Sink.CLEAN
+    [o] = out.outputs
+    assert o.key == b"demo:u1"
+    clean = decode_clean(o.value)
+    assert clean["user_key"] == "u1"
+    assert clean["browser"] == "Chrome"
+    assert clean["decided_at"] == 42
+    assert "ip" not in clean
+    assert clean["checks"][:2] == ["bot", "spam_referrer"]
+
+
+@pytest.mark.parametrize("value", [b"\xc3\x01garbage", b"not json", b"{}", b'{"project": 1}', None])
+def test_poison_records_go_to_the_dlq(processor, value):
+    out = processor.on_raw(record(value, key="demo:u1", offset=7), InMemoryState())
+    assert out.sink is Sink.DLQ
+    dlq = decode_dlq(out.outputs[0].value)
+    assert dlq["value"] == value
+    assert dlq["offset"] == 7
+    assert dlq["stage"] == "decode"
+    assert dlq["error"]
+
+
+def test_unknown_project_goes_to_the_dlq_as_invalid(processor):
+    out = feed(processor, InMemoryState(), raw(project="nope"))
+    assert out.sink is Sink.DLQ
+    dlq = decode_dlq(out.outputs[0].value)
+    assert (dlq["stage"], dlq["error_type"]) == ("validate", "invalid")
+
+
+def test_event_without_any_identity_or_ip_is_invalid(processor):
+    event = raw(user_id=None)
+    out = processor.on_raw(record(encode_raw(event), key="demo:"), InMemoryState())
+    assert out.sink is Sink.DLQ
+
+
+def test_misplaced_record_is_rekeyed_with_its_id_and_visitor_id(processor):
+    event = raw(user_id=None, ip="192.0.2.1", user_agent=CHROME, domain="example.com")
+    # JSON without an event id, published without a key on some partition.
+    body = orjson.dumps({k: v for k, v in event.items() if k != "event_id"})
+    state = InMemoryState()
+    outs = [processor.on_raw(record(body, partition=p, offset=5), state) for p in range(PARTITIONS)]
+    rekeyed = [o for o in outs if o.sink is Sink.REKEY]
+    assert len(rekeyed) == PARTITIONS - 1
+    copy = decode_raw(rekeyed[0].outputs[0].value)
+    assert copy["visitor_id"]
+    key = topic_key("demo", copy["visitor_id"]).encode()
+    assert rekeyed[0].outputs[0].key == key
+    assert rekeyed[0].outputs[0].partition == partition_for(key, PARTITIONS)
+    # The copy is then decided on the right partition, keeping its event id.
+    # (Fresh state: in `state` the copy that sat on the right partition was
+    # accepted under its own derived id, so this one would be its duplicate.)
+    again = processor.on_raw(
+        Record("rekey", partition_for(key, PARTITIONS), 0, key, rekeyed[0].outputs[0].value),
+        InMemoryState(),
+        check_partition=False,
+    )
+    assert again.sink is Sink.CLEAN
+    assert decode_clean(again.outputs[0].value)["event_id"] == copy["event_id"]
+
+
+def test_visitor_id_is_deterministic_and_rotates_daily(processor):
+    def visitor(ts):
+        event = raw(user_id=None, ip="192.0.2.1", user_agent=CHROME, timestamp=ts, received_at=ts)
+        return processor.enricher.enrich(event).facts.user_key
+
+    assert visitor(T0) == visitor(T0 + 3_600_000)
+    assert visitor(T0) != visitor(T0 + 86_400_000)
+
+
+@pytest.mark.parametrize("variant", ["Viewed Product", "viewed_product", " VIEWED  product "])
+def test_name_variants_are_duplicates(processor, variant):
+    state = InMemoryState()
+    assert feed(processor, state, raw(name="viewed product")).sink is Sink.CLEAN
+    out = feed(processor, state, raw(name=variant, timestamp=T0 + 1000))
+    assert out.sink is Sink.DROPPED
+    dropped = decode_dropped(out.outputs[0].value)
+    assert (dropped["reason"], dropped["stage"]) == ("duplicate", "dedup")
+
+
+def test_different_properties_are_not_duplicates(processor):
+    state = InMemoryState()
+    assert feed(processor, state, raw(properties={"a": "1"})).sink is Sink.CLEAN
+    assert feed(processor, state, raw(properties={"a": "2"})).sink is Sink.CLEAN
+    assert feed(processor, state, raw(properties={"a": "1.0"})).sink is Sink.DROPPED
+
+
+def test_shield_drop_is_recorded_with_reason(processor):
+    out = feed(processor, InMemoryState(), raw(country="xx"))
+    dropped = decode_dropped(out.outputs[0].value)
+    assert (dropped["reason"], dropped["stage"]) == ("site_country_blocklist", "shields")
+
+
+def test_orders_go_through_events_orders(processor):
+    user_state, order_state = InMemoryState(), InMemoryState()
+    first = feed(processor, user_state, raw(name="purchase", order_id="o-1"))
+    assert first.sink is Sink.ORDERS
+    [fwd] = first.outputs
+    assert fwd.key == b"demo:o-1"
+    assert fwd.partition == partition_for(b"demo:o-1", PARTITIONS)
+    # Another user, same order id, much later.
+    second = feed(
+        processor,
+        user_state,
+        raw(name="Purchase", order_id="o-1", user_id="u2", timestamp=T0 + 86_400_000),
+    )
+    decided = [
+        processor.on_order(
+            Record("events.orders", fwd.partition, i, fwd.key, o.outputs[0].value), order_state
+        )
+        for i, o in enumerate([first, second])
+    ]
+    assert [d.sink for d in decided] == [Sink.CLEAN, Sink.DROPPED]
+    assert decided[0].outputs[0].key == b"demo:u1"
+    assert decode_dropped(decided[1].outputs[0].value)["reason"] == "duplicate_order"
+    assert decode_clean(decided[0].outputs[0].value)["checks"][-1] == "order_uniqueness"
+
+
+def test_order_id_from_properties(processor):
+    out = feed(processor, InMemoryState(), raw(name="confirmation", properties={"orderId": "9"}))
+    assert out.sink is Sink.ORDERS
+    assert out.outputs[0].key == b"demo:9"
+
+
+def test_out_of_tolerance_client_time_uses_received_at(processor):
+    state = InMemoryState()
+    assert feed(processor, state, raw(timestamp=T0, received_at=T0)).sink is Sink.CLEAN
+    # Client clock says +1 h (beyond the 10 min tolerance): event time is received_at,
+    # 1 s after the first, so it is a duplicate.
+    late = raw(timestamp=T0 + 3_600_000, received_at=T0 + 1000)
+    assert feed(processor, state, late).sink is Sink.DROPPED
