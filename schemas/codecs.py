@@ -17,19 +17,18 @@ schemas/events.py). Schemas are parsed once at first use.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
-from functools import cache
+from collections.abc import Callable, Mapping
+from functools import cache, partial
 from io import BytesIO
 from typing import Any, cast
 
 import orjson
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_reader
 from fastavro.read import SchemaResolutionError
 
 from schemas import registry
 from schemas.errors import (
     DecodeError,
-    EncodeError,
     IncompatibleSchemaError,
     MalformedAvroError,
     NotJsonError,
@@ -37,6 +36,7 @@ from schemas.errors import (
     UnknownFingerprintError,
 )
 from schemas.events import CleanEvent, DlqRecord, DroppedEvent, RawEvent
+from schemas.fastcodec import compile_decoder, compile_encoder
 from schemas.json_values import compile_record
 
 MAGIC = b"\xc3\x01"
@@ -44,7 +44,14 @@ HEADER_SIZE = 10  # 2 magic bytes + 8 fingerprint bytes
 
 
 class Codec:
-    """Encoder/decoder of one record type (``raw_event``, ``clean_event``, ...)."""
+    """Encoder/decoder of one record type (``raw_event``, ``clean_event``, ...).
+
+    The current schema is encoded and decoded by generated code
+    (schemas/fastcodec.py). An older writer version whose fields keep their
+    types is decoded by its own generated decoder and projected onto the
+    current fields (defaults for added fields, removed fields left out);
+    any other older version is resolved by fastavro.
+    """
 
     def __init__(self, name: str) -> None:
         current = registry.current(name)
@@ -53,63 +60,39 @@ class Codec:
         self._parsed = current.parsed
         self._header = MAGIC + current.fingerprint
         self._fingerprint = current.fingerprint
-        self._writers = registry.writers(name)
+        self._encode = compile_encoder(current.schema)
+        self._decode = compile_decoder(current.schema)
+        self._old: dict[bytes, Callable[[bytes], dict[str, Any]]] = {
+            fp: self._old_reader(version)
+            for fp, version in registry.writers(name).items()
+            if fp != current.fingerprint
+        }
         self._from_json = compile_record(current.schema)
 
-    @property
-    def header(self) -> bytes:
-        """The 10-byte single-object header of the current schema."""
-        return self._header
+    def _old_reader(self, writer: registry.SchemaVersion) -> Callable[[bytes], dict[str, Any]]:
+        current = registry.current(self.name)
+        plan = projection(writer.schema, current.schema)
+        if plan is None:
+            return partial(self._fastavro_resolve, writer.parsed)
+        decode = compile_decoder(writer.schema)
+        schema_name = self.schema_name
 
-    def encode(self, record: Mapping[str, Any]) -> bytes:
-        """Avro single-object encoding of ``record`` with the current schema.
+        def read(value: bytes) -> dict[str, Any]:
+            record, end = decode(value, HEADER_SIZE)
+            if end != len(value):
+                raise MalformedAvroError(f"{schema_name}: {len(value) - end} trailing bytes")
+            return {
+                name: record[name] if from_writer else _fresh(default)
+                for name, from_writer, default in plan
+            }
 
-        Absent optional fields take their schema defaults; a missing required
-        field or a wrong type raises ``EncodeError``.
-        """
-        out = BytesIO()
-        out.write(self._header)
-        try:
-            schemaless_writer(out, self._parsed, record)
-        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
-            raise EncodeError(f"cannot encode {self.schema_name}: {exc}") from exc
-        return out.getvalue()
+        return read
 
-    def decode(self, value: bytes, fallbacks: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A record from Avro single-object encoding or JSON; raises a DecodeError subclass.
-
-        ``fallbacks`` fills fields a JSON value lacks (before schema defaults);
-        Avro values always carry every field.
-        """
-        if value[:1] == b"\xc3":
-            return self.decode_avro(value)
-        return self.decode_json(value, fallbacks)
-
-    def decode_avro(self, value: bytes) -> dict[str, Any]:
-        """A record from Avro single-object encoding (any released writer version)."""
-        if len(value) < HEADER_SIZE:
-            if value[:2] == MAGIC[: len(value)]:
-                raise TruncatedError(
-                    f"{self.schema_name}: {len(value)} bytes, shorter than the "
-                    f"{HEADER_SIZE}-byte single-object header"
-                )
-            raise MalformedAvroError(f"{self.schema_name}: not Avro single-object encoding")
-        if value[:2] != MAGIC:
-            raise MalformedAvroError(
-                f"{self.schema_name}: bad single-object magic {value[:2].hex()} (expected c301)"
-            )
-        fingerprint = value[2:HEADER_SIZE]
-        if fingerprint == self._fingerprint:
-            writer, reader = self._parsed, None
-        else:
-            version = self._writers.get(fingerprint)
-            if version is None:
-                raise UnknownFingerprintError(fingerprint, self.schema_name)
-            writer, reader = version.parsed, self._parsed
+    def _fastavro_resolve(self, writer: Any, value: bytes) -> dict[str, Any]:
         body = BytesIO(value)
         body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(body, writer, reader)
+            record = schemaless_reader(body, writer, self._parsed)
         except EOFError as exc:
             raise TruncatedError(
                 f"{self.schema_name}: value ends inside the record ({exc})"
@@ -123,6 +106,55 @@ class Codec:
                 f"{self.schema_name}: {len(value) - body.tell()} trailing bytes after the record"
             )
         return cast(dict[str, Any], record)
+
+    @property
+    def header(self) -> bytes:
+        """The 10-byte single-object header of the current schema."""
+        return self._header
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        """Avro single-object encoding of ``record`` with the current schema.
+
+        Absent optional fields take their schema defaults; a missing required
+        field or a wrong type raises ``EncodeError`` naming the field.
+        """
+        return self._encode(record, self._header)
+
+    def decode(self, value: bytes, fallbacks: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A record from Avro single-object encoding or JSON; raises a DecodeError subclass.
+
+        ``fallbacks`` fills fields a JSON value lacks (before schema defaults);
+        Avro values always carry every field.
+        """
+        if value[:1] == b"\xc3":
+            return self.decode_avro(value)
+        return self.decode_json(value, fallbacks)
+
+    def decode_avro(self, value: bytes) -> dict[str, Any]:
+        """A record from Avro single-object encoding (any released writer version)."""
+        fingerprint = value[2:HEADER_SIZE]
+        if fingerprint == self._fingerprint and value[:2] == MAGIC:
+            record, end = self._decode(value, HEADER_SIZE)
+            if end != len(value):
+                raise MalformedAvroError(
+                    f"{self.schema_name}: {len(value) - end} trailing bytes after the record"
+                )
+            return record
+        if len(value) < HEADER_SIZE:
+            if value[:2] == MAGIC[: len(value)]:
+                raise TruncatedError(
+                    f"{self.schema_name}: {len(value)} bytes, shorter than the "
+                    f"{HEADER_SIZE}-byte single-object header"
+                )
+            raise MalformedAvroError(f"{self.schema_name}: not Avro single-object encoding")
+        if value[:2] != MAGIC:
+            raise MalformedAvroError(
+                f"{self.schema_name}: bad single-object magic {value[:2].hex()} (expected c301)"
+            )
+        reader = self._old.get(fingerprint)
+        if reader is None:
+            raise UnknownFingerprintError(fingerprint, self.schema_name)
+        return reader(value)
 
     def decode_json(
         self, value: bytes | str, fallbacks: dict[str, Any] | None = None
@@ -149,6 +181,44 @@ class Codec:
     ) -> dict[str, Any]:
         """A record from parsed JSON: checked, converted, defaults applied."""
         return self._from_json(obj, "", fallbacks)
+
+
+def projection(
+    writer: dict[str, Any], reader: dict[str, Any]
+) -> list[tuple[str, bool, Any]] | None:
+    """How to turn a writer-version record into a reader record, if it is simple.
+
+    Simple means: every field present in both has the same type (docs and
+    defaults aside) and every field only the reader has carries a default.
+    Returns ``[(field, taken_from_writer, default)]`` in reader order, or
+    ``None`` when fastavro's full schema resolution is needed.
+    """
+    writer_types = {f["name"]: _bare(f["type"]) for f in writer["fields"]}
+    plan: list[tuple[str, bool, Any]] = []
+    for field in reader["fields"]:
+        name = field["name"]
+        if name in writer_types:
+            if writer_types[name] != _bare(field["type"]):
+                return None
+            plan.append((name, True, None))
+        elif "default" in field:
+            plan.append((name, False, field["default"]))
+        else:
+            return None
+    return plan
+
+
+def _bare(avro_type: Any) -> Any:
+    """A type without documentation and defaults, for comparing two versions' fields."""
+    if isinstance(avro_type, dict):
+        return {k: _bare(v) for k, v in avro_type.items() if k not in ("doc", "default")}
+    if isinstance(avro_type, list):
+        return [_bare(v) for v in avro_type]
+    return avro_type
+
+
+def _fresh(value: Any) -> Any:
+    return value.copy() if isinstance(value, dict | list) else value
 
 
 @cache
