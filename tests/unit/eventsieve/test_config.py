@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,10 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "eventsieve.toml"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch):
-    for var in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL", "EVENTSIEVE_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
+    """These tests are about the file: no override from the caller's environment."""
+    for var in list(os.environ):
+        if var.startswith("EVENTSIEVE_") or var in ("KAFKA_BOOTSTRAP_SERVERS", "CLICKHOUSE_URL"):
+            monkeypatch.delenv(var)
 
 
 def write(tmp_path: Path, text: str) -> Path:
