@@ -1,0 +1,90 @@
+"""Thin adapter over clickhouse-driver: columnar inserts and queries, our errors.
+
+Every failure to talk to the server (refused connection, timeout, a server
+exception such as "too many parts" or "table is read-only") becomes
+``ClickHouseUnavailableError``, which the writer answers with backoff and
+retry: a batch is never skipped, because skipping is losing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from clickhouse_driver import Client
+from clickhouse_driver.errors import Error as DriverError
+
+from sinks.ddl import ServerFeatures, quote_identifier
+from sinks.errors import ClickHouseUnavailableError
+
+_TRANSPORT_ERRORS = (DriverError, OSError, EOFError, socket.timeout)
+
+
+class ClickHouse:
+    """One connection to one database (clickhouse-driver connects lazily, reconnects)."""
+
+    def __init__(self, url: str, database: str, connect_timeout: float = 3.0) -> None:
+        self.url = url
+        self.database = database
+        # send_receive_timeout bounds a hung server: an insert of 50k rows takes
+        # well under a second, so 30 s means the server is not answering.
+        self.client = Client.from_url(
+            url,
+            connect_timeout=connect_timeout,
+            send_receive_timeout=30,
+        )
+        self._features: ServerFeatures | None = None
+
+    def features(self) -> ServerFeatures:
+        """What the server supports (asked once per connection object)."""
+        if self._features is None:
+            self._features = ServerFeatures.parse(str(self.scalar("SELECT version()")))
+        return self._features
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        try:
+            return self.client.execute(sql, params, **kwargs)
+        except _TRANSPORT_ERRORS as exc:
+            self.client.disconnect()
+            raise ClickHouseUnavailableError(f"ClickHouse: {_first_line(exc)}") from exc
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def insert_columns(
+        self,
+        table: str,
+        names: Sequence[str],
+        columns: Sequence[list[Any]],
+        token: str | None = None,
+    ) -> int:
+        """Insert one block given column by column; returns the rows sent.
+
+        ``token`` becomes ``insert_deduplication_token`` on servers that know it.
+        """
+        if not columns or not columns[0]:
+            return 0
+        settings: dict[str, Any] = {}
+        if token is not None and self.features().insert_dedup_token:
+            settings["insert_deduplication_token"] = token
+        column_list = ", ".join(quote_identifier(n) for n in names)
+        sql = (
+            f"INSERT INTO {quote_identifier(self.database)}.{quote_identifier(table)} "
+            f"({column_list}) VALUES"
+        )
+        try:
+            self.client.execute(sql, list(columns), columnar=True, settings=settings)
+        except _TRANSPORT_ERRORS as exc:
+            self.client.disconnect()
+            raise ClickHouseUnavailableError(f"insert into {table}: {_first_line(exc)}") from exc
+        return len(columns[0])
+
+    def close(self) -> None:
+        self.client.disconnect()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

@@ -1,0 +1,313 @@
+"""The ClickHouse schema, as versioned migrations rendered for one server.
+
+Pure: nothing here talks to a server. ``render(version, target)`` returns the
+statements of one migration for one database and one server version, so the
+same list is checked against the old server of the local stack (18.16) and
+against current ClickHouse (chdb) in the tests.
+
+Every statement is idempotent (``IF NOT EXISTS``): two sinks starting at once
+may both run a migration, and a migration interrupted half-way is simply run
+again. ClickHouse 18.16 knows no ``ADD COLUMN IF NOT EXISTS``; later
+migrations that alter a table must check ``system.columns`` first (see
+``sinks.migrate``).
+
+Tables
+------
+``events``
+    One row per ``event_id`` holding its latest decision (accepted, or dropped
+    with reason and stage). ReplacingMergeTree on ``version``
+    (``sinks.rows.decision_version``) keeps the newest decision when parts
+    merge; until then readers collapse with ``FINAL`` or ``argMax(.., version)``
+    by ``event_id`` (``sinks.queries``). ORDER BY (project, event_time,
+    event_id) serves "this project, this time range" and is stable for an
+    event (its event time never changes), unlike the decision.
+    Properties are parallel key/value arrays: they run on every version,
+    unlike ``Map`` (22.x+).
+``users``
+    The latest profile per (project, user_id), field by field: each field
+    keeps the value of the newest event (by event time) that carried it, so
+    an update that only changes the avatar does not erase the name, and a
+    late-arriving old update does not overwrite a newer one. Written through
+    the Null table ``user_updates`` and a materialized view into an
+    AggregatingMergeTree of ``argMaxIf`` states; ``argMax`` is idempotent, so
+    a replayed update changes nothing.
+``user_properties``
+    The same for user properties, one row per (project, user_id, key): the
+    newest set or unset wins; a set-once value (the earliest one) holds when
+    nothing was set and no unset came after it (``sinks.queries``).
+``accepted_events`` / ``dropped_events``
+    Views over ``events FINAL`` for ad-hoc queries.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_VERSION = re.compile(r"^(\d+)\.(\d+)")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+# insert_deduplication_token (22.2) and the non_replicated_deduplication_window
+# table setting both exist from 22.2 on; older servers reject them.
+DEDUP_TOKEN_SINCE = (22, 2)
+
+
+@dataclass(frozen=True)
+class ServerFeatures:
+    """What the target server supports, derived from ``SELECT version()``."""
+
+    version: tuple[int, int]
+
+    @classmethod
+    def parse(cls, version: str) -> ServerFeatures:
+        match = _VERSION.match(version.strip())
+        if match is None:
+            raise ValueError(f"not a ClickHouse version: {version!r}")
+        return cls((int(match.group(1)), int(match.group(2))))
+
+    @property
+    def insert_dedup_token(self) -> bool:
+        """True when inserts may carry ``insert_deduplication_token``."""
+        return self.version >= DEDUP_TOKEN_SINCE
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and for what server the DDL is rendered."""
+
+    database: str
+    features: ServerFeatures
+    # Recent insert tokens a non-replicated table remembers (modern servers).
+    dedup_window: int = 1_000
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.match(self.database):
+            raise ValueError(f"database name {self.database!r} is not a plain identifier")
+
+    def table_settings(self) -> str:
+        """The SETTINGS clause of MergeTree tables that receive deduplicated inserts."""
+        settings = ["index_granularity = 8192"]
+        if self.features.insert_dedup_token and self.dedup_window > 0:
+            settings.append(f"non_replicated_deduplication_window = {self.dedup_window}")
+        return "SETTINGS " + ", ".join(settings)
+
+
+def quote_identifier(name: str) -> str:
+    """A backquoted identifier; only plain names are accepted to start with."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not a plain identifier")
+    return f"`{name}`"
+
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+# The columns of `events`, in insert order, with their ClickHouse types. The
+# row builder (sinks.rows) produces exactly these columns.
+EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("project", "String"),
+    ("event_time", "DateTime"),
+    ("event_id", "String"),
+    ("timestamp_ms", "UInt64"),
+    ("received_at_ms", "UInt64"),
+    ("decided_at_ms", "UInt64"),
+    ("version", "UInt64"),
+    ("decision", "Enum8('accepted' = 1, 'dropped' = 2)"),
+    ("drop_reason", "String"),
+    ("drop_stage", "String"),
+    ("drop_detail", "String"),
+    ("name", "String"),
+    ("normalised_name", "String"),
+    ("kind", "String"),
+    ("source", "String"),
+    ("user_key", "String"),
+    ("user_id", "String"),
+    ("email", "String"),
+    ("anonymous_id", "String"),
+    ("visitor_id", "String"),
+    ("display_name", "String"),
+    ("url", "String"),
+    ("referrer", "String"),
+    ("domain", "String"),
+    ("user_agent", "String"),
+    ("ip_classification", "String"),
+    ("country", "String"),
+    ("context_id", "String"),
+    ("interactive", "Nullable(UInt8)"),
+    ("scroll_depth", "Nullable(Int32)"),
+    ("engagement_time_ms", "Nullable(Int64)"),
+    ("hash_mode", "Nullable(UInt8)"),
+    ("sdk_name", "String"),
+    ("sdk_version", "String"),
+    ("idempotency_key", "String"),
+    ("order_id", "String"),
+    ("fingerprint", "String"),
+    ("browser", "String"),
+    ("browser_version", "String"),
+    ("os", "String"),
+    ("os_version", "String"),
+    ("device", "String"),
+    ("property_keys", "Array(String)"),
+    ("property_values", "Array(String)"),
+    ("user_property_keys", "Array(String)"),
+    ("user_property_values", "Array(String)"),
+    ("checks", "Array(String)"),
+    ("source_topic", "String"),
+    ("source_partition", "Int32"),
+    ("source_offset", "Int64"),
+)
+
+# Profile fields kept per user; each is the value of the newest event carrying it.
+USER_FIELDS: tuple[str, ...] = ("display_name", "email", "avatar", "anonymous_id")
+
+USER_UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("project", "String"),
+    ("user_id", "String"),
+    ("version", "UInt64"),
+    ("event_id", "String"),
+    # "set_" + field: a plain name would collide with the view's aliases.
+    *((f"set_{field}", "String") for field in USER_FIELDS),
+)
+
+USER_PROPERTY_UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("project", "String"),
+    ("user_id", "String"),
+    ("key", "String"),
+    ("new_value", "String"),
+    # 1 = set, 2 = set once (only while unset), 3 = unset.
+    ("op", "UInt8"),
+    ("version", "UInt64"),
+)
+
+OP_SET = 1
+OP_SET_ONCE = 2
+OP_UNSET = 3
+
+
+def _columns(columns: tuple[tuple[str, str], ...]) -> str:
+    return ",\n    ".join(f"{quote_identifier(name)} {kind}" for name, kind in columns)
+
+
+def _v1_events(t: Target) -> list[str]:
+    db = quote_identifier(t.database)
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
+        f"""CREATE TABLE IF NOT EXISTS {db}.events (
+    {_columns(EVENT_COLUMNS)},
+    `inserted_at` DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree(version)
+PARTITION BY toYYYYMM(event_time)
+ORDER BY (project, event_time, event_id)
+{t.table_settings()}""",
+        # A plain WHERE on a non-key column after FINAL is applied after the
+        # merge on 18.16 and on current servers (checked in the tests); an
+        # explicit PREWHERE would not be.
+        f"""CREATE VIEW IF NOT EXISTS {db}.accepted_events AS
+SELECT * FROM {db}.events FINAL WHERE decision = 'accepted'""",
+        f"""CREATE VIEW IF NOT EXISTS {db}.dropped_events AS
+SELECT * FROM {db}.events FINAL WHERE decision = 'dropped'""",
+    ]
+
+
+def _v2_users(t: Target) -> list[str]:
+    db = quote_identifier(t.database)
+    fields = ",\n    ".join(
+        f"`{f}` AggregateFunction(argMaxIf, String, UInt64, UInt8)" for f in USER_FIELDS
+    )
+    states = ",\n    ".join(
+        f"argMaxIfState(set_{f}, version, set_{f} != '') AS {f}" for f in USER_FIELDS
+    )
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {db}.users (
+    `project` String,
+    `user_id` String,
+    `updated_at_ms` AggregateFunction(max, UInt64),
+    `first_seen_ms` AggregateFunction(min, UInt64),
+    {fields}
+) ENGINE = AggregatingMergeTree()
+ORDER BY (project, user_id)
+SETTINGS index_granularity = 8192""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_updates (
+    {_columns(USER_UPDATE_COLUMNS)}
+) ENGINE = Null""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.users_mv TO {db}.users AS
+SELECT
+    project,
+    user_id,
+    maxState(version) AS updated_at_ms,
+    minState(version) AS first_seen_ms,
+    {states}
+FROM {db}.user_updates
+GROUP BY project, user_id""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_properties (
+    `project` String,
+    `user_id` String,
+    `key` String,
+    `value` AggregateFunction(argMaxIf, String, UInt64, UInt8),
+    `set_at_ms` AggregateFunction(maxIf, UInt64, UInt8),
+    `unset_at_ms` AggregateFunction(maxIf, UInt64, UInt8),
+    `once_value` AggregateFunction(argMinIf, String, UInt64, UInt8),
+    `once_at_ms` AggregateFunction(minIf, UInt64, UInt8),
+    `updated_at_ms` AggregateFunction(max, UInt64)
+) ENGINE = AggregatingMergeTree()
+ORDER BY (project, user_id, key)
+SETTINGS index_granularity = 8192""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_property_updates (
+    {_columns(USER_PROPERTY_UPDATE_COLUMNS)}
+) ENGINE = Null""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_properties_mv
+TO {db}.user_properties AS
+SELECT
+    project,
+    user_id,
+    key,
+    argMaxIfState(new_value, version, op = {OP_SET}) AS value,
+    maxIfState(version, op = {OP_SET}) AS set_at_ms,
+    maxIfState(version, op = {OP_UNSET}) AS unset_at_ms,
+    argMinIfState(new_value, version, op = {OP_SET_ONCE}) AS once_value,
+    minIfState(version, op = {OP_SET_ONCE}) AS once_at_ms,
+    maxState(version) AS updated_at_ms
+FROM {db}.user_property_updates
+GROUP BY project, user_id, key""",
+    ]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema version: a name and the statements that reach it."""
+
+    version: int
+    name: str
+    statements: Callable[[Target], list[str]]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "events table and decision views", _v1_events),
+    Migration(2, "users and user properties, latest value per field", _v2_users),
+)
+
+LATEST_VERSION = MIGRATIONS[-1].version
+
+
+def migrations_table(database: str) -> str:
+    """DDL of the table recording applied migrations (TinyLog: tiny, every version)."""
+    db = quote_identifier(database)
+    return f"""CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} (
+    `version` UInt32,
+    `name` String,
+    `applied_at` DateTime
+) ENGINE = TinyLog"""
+
+
+def pending(applied: set[int]) -> list[Migration]:
+    """The migrations not applied yet, oldest first."""
+    return [m for m in MIGRATIONS if m.version not in applied]
+
+
+def render_all(target: Target) -> list[str]:
+    """Every statement of every migration, in order (for tests and ``migrate --print``)."""
+    statements = [f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}"]
+    statements.append(migrations_table(target.database))
+    for migration in MIGRATIONS:
+        statements.extend(migration.statements(target))
+    return statements

@@ -1,0 +1,274 @@
+"""Decoded events → ClickHouse rows, column by column. Pure: no I/O.
+
+A ``Batch`` collects rows for the three insert targets (``events``,
+``user_updates``, ``user_property_updates``) as per-column lists, which is the
+shape clickhouse-driver's ``columnar=True`` insert takes without copying.
+A record that cannot become a row raises ``RowError`` *before* anything of it
+is appended, so a poison record never leaves half a row behind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from schemas.reasons import DropReason
+from sinks.ddl import (
+    EVENT_COLUMNS,
+    OP_SET,
+    OP_SET_ONCE,
+    OP_UNSET,
+    USER_FIELDS,
+    USER_PROPERTY_UPDATE_COLUMNS,
+    USER_UPDATE_COLUMNS,
+)
+from sinks.errors import RowError
+
+# DateTime is a UInt32 of seconds on every ClickHouse version.
+MAX_TIMESTAMP_MS = (2**32 - 1) * 1000
+# Event ids are UUIDs or publisher ids; anything longer is not an id.
+MAX_EVENT_ID_LENGTH = 256
+# decided_at in ms fits in 44 bits until the year 2527; the bits above rank decisions.
+_RANK_SHIFT = 44
+# User-property keys whose value is also the profile's avatar (Vemetric's "avatarUrl").
+AVATAR_KEYS = ("avatar", "avatarUrl", "avatar_url")
+# Kinds that are about the user rather than an action of the user.
+PROFILE_KINDS = frozenset({"identify", "update_user"})
+
+
+class Decision(StrEnum):
+    """The decision a row records; the values of the ``decision`` Enum8 column."""
+
+    ACCEPTED = "accepted"
+    DROPPED = "dropped"
+
+
+# A drop whose reason says "this delivery repeats an event already decided"
+# concerns the copy, not the event: when the copy carries the same event_id
+# (a publisher retry), its drop must not replace the accepted row. It ranks
+# below every other decision, so it only stands when nothing else exists for
+# that event_id.
+COPY_REASONS = frozenset({DropReason.DUPLICATE_IDEMPOTENCY_KEY.value})
+
+
+def decision_version(decided_at_ms: int, decision: Decision, reason: str = "") -> int:
+    """The ReplacingMergeTree version of a decision: newest decision wins.
+
+    Ordered by rank first (a copy-drop ranks below any other decision), then
+    by ``decided_at``: a replay with changed rules decides later, so its
+    decision replaces the old one, and re-reading the same record gives the
+    same version, so nothing is counted twice.
+    """
+    rank = 0 if decision is Decision.DROPPED and reason in COPY_REASONS else 1
+    return (rank << _RANK_SHIFT) | decided_at_ms
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else value
+
+
+def _flag(value: Any) -> int | None:
+    return None if value is None else int(bool(value))
+
+
+def _millis(event: Mapping[str, Any], field: str) -> int:
+    value = event.get(field)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RowError("invalid_field", f"{field} is {value!r}, expected ms since the epoch")
+    if not 0 <= value <= MAX_TIMESTAMP_MS:
+        raise RowError("out_of_range", f"{field}={value} is outside 1970..2106")
+    return value
+
+
+def _check_identity(event: Mapping[str, Any]) -> None:
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str) or not event_id:
+        raise RowError("missing_field", "event_id is empty")
+    if len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise RowError("invalid_field", f"event_id is {len(event_id)} characters long")
+    project = event.get("project")
+    if not isinstance(project, str) or not project:
+        raise RowError("missing_field", "project is empty")
+
+
+def event_row(event: Mapping[str, Any], decision: Decision) -> tuple[Any, ...]:
+    """One ``events`` row (in ``EVENT_COLUMNS`` order) of a CleanEvent or DroppedEvent."""
+    _check_identity(event)
+    timestamp = _millis(event, "timestamp")
+    decided_at = _millis(event, "decided_at")
+    received_at = _millis(event, "received_at")
+    dropped = decision is Decision.DROPPED
+    reason = _text(event.get("reason")) if dropped else ""
+    if dropped and not reason:
+        raise RowError("missing_field", "a dropped event without a reason")
+    properties = event.get("properties") or {}
+    user_properties = event.get("user_properties") or {}
+    try:
+        return (
+            event["project"],
+            timestamp // 1000,
+            event["event_id"],
+            timestamp,
+            received_at,
+            decided_at,
+            decision_version(decided_at, decision, reason),
+            decision.value,
+            reason,
+            _text(event.get("stage")) if dropped else "",
+            _text(event.get("detail")) if dropped else "",
+            event["name"],
+            _text(event.get("normalised_name")),
+            _text(event.get("kind")),
+            _text(event.get("source")),
+            _text(event.get("user_key")),
+            _text(event.get("user_id")),
+            _text(event.get("email")),
+            _text(event.get("anonymous_id")),
+            _text(event.get("visitor_id")),
+            _text(event.get("display_name")),
+            _text(event.get("url")),
+            _text(event.get("referrer")),
+            _text(event.get("domain")),
+            _text(event.get("user_agent")),
+            _text(event.get("ip_classification")),
+            _text(event.get("country")),
+            _text(event.get("context_id")),
+            _flag(event.get("interactive")),
+            event.get("scroll_depth"),
+            event.get("engagement_time_ms"),
+            _flag(event.get("hash_mode")),
+            _text(event.get("sdk_name")),
+            _text(event.get("sdk_version")),
+            _text(event.get("idempotency_key")),
+            _text(event.get("order_id")),
+            _text(event.get("fingerprint")),
+            _text(event.get("browser")),
+            _text(event.get("browser_version")),
+            _text(event.get("os")),
+            _text(event.get("os_version")),
+            _text(event.get("device")),
+            list(properties.keys()),
+            list(properties.values()),
+            list(user_properties.keys()),
+            list(user_properties.values()),
+            list(event.get("checks") or ()),
+            _text(event.get("source_topic")),
+            event.get("source_partition", -1),
+            event.get("source_offset", -1),
+        )
+    except KeyError as exc:
+        raise RowError("missing_field", f"{exc.args[0]} is missing") from None
+    except AttributeError as exc:
+        raise RowError("invalid_field", f"properties are not a map: {exc}") from None
+
+
+def avatar_of(user_properties: Mapping[str, str]) -> str:
+    """The avatar URL carried as a user property, or ''."""
+    return next((user_properties[k] for k in AVATAR_KEYS if user_properties.get(k)), "")
+
+
+def user_update_row(event: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The ``user_updates`` row of an accepted event, or None if it says nothing of a user.
+
+    Only events with a ``user_id`` update a profile; the version is the event
+    time, so the newest event wins whatever the arrival order.
+    """
+    user_id = event.get("user_id")
+    if not user_id:
+        return None
+    user_properties = event.get("user_properties") or {}
+    values = {
+        "display_name": _text(event.get("display_name")),
+        "email": _text(event.get("email")),
+        "avatar": avatar_of(user_properties),
+        "anonymous_id": _text(event.get("anonymous_id")),
+    }
+    profile = (
+        event.get("kind") in PROFILE_KINDS
+        or any(values[f] for f in ("display_name", "email", "avatar"))
+        or bool(user_properties)
+        or bool(event.get("user_properties_once"))
+        or bool(event.get("user_properties_unset"))
+    )
+    if not profile:
+        return None
+    return (
+        event["project"],
+        user_id,
+        event["timestamp"],
+        event["event_id"],
+        *(values[f] for f in USER_FIELDS),
+    )
+
+
+def user_property_rows(event: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The ``user_property_updates`` rows of an accepted event (set, set once, unset)."""
+    user_id = event.get("user_id")
+    if not user_id:
+        return []
+    project, version = event["project"], event["timestamp"]
+    rows: list[tuple[Any, ...]] = []
+    for key, value in (event.get("user_properties") or {}).items():
+        rows.append((project, user_id, key, value, OP_SET, version))
+    for key, value in (event.get("user_properties_once") or {}).items():
+        rows.append((project, user_id, key, value, OP_SET_ONCE, version))
+    for key in event.get("user_properties_unset") or ():
+        rows.append((project, user_id, key, "", OP_UNSET, version))
+    return rows
+
+
+class Columns:
+    """Rows of one table kept column by column (clickhouse-driver's columnar shape)."""
+
+    def __init__(self, columns: tuple[tuple[str, str], ...]) -> None:
+        self.names = tuple(name for name, _ in columns)
+        self.data: list[list[Any]] = [[] for _ in columns]
+        self.rows = 0
+
+    def append(self, row: tuple[Any, ...]) -> None:
+        for column, value in zip(self.data, row, strict=True):
+            column.append(value)
+        self.rows += 1
+
+    def clear(self) -> None:
+        for column in self.data:
+            column.clear()
+        self.rows = 0
+
+
+class Batch:
+    """The rows of one batch for the three insert targets."""
+
+    def __init__(self) -> None:
+        self.events = Columns(EVENT_COLUMNS)
+        self.user_updates = Columns(USER_UPDATE_COLUMNS)
+        self.user_properties = Columns(USER_PROPERTY_UPDATE_COLUMNS)
+
+    @property
+    def rows(self) -> int:
+        """Event rows in the batch (what the size limit counts)."""
+        return self.events.rows
+
+    def add(self, event: Mapping[str, Any], decision: Decision) -> None:
+        """Append the rows of one decoded event; raises RowError, appending nothing."""
+        row = event_row(event, decision)
+        profile: tuple[Any, ...] | None = None
+        properties: list[tuple[Any, ...]] = []
+        if decision is Decision.ACCEPTED:
+            # Profiles follow accepted events only: a bot's "identify" changes no one.
+            try:
+                profile = user_update_row(event)
+                properties = user_property_rows(event)
+            except (AttributeError, TypeError) as exc:
+                raise RowError("invalid_field", f"user fields: {exc}") from None
+        self.events.append(row)
+        if profile is not None:
+            self.user_updates.append(profile)
+        for prop in properties:
+            self.user_properties.append(prop)
+
+    def clear(self) -> None:
+        self.events.clear()
+        self.user_updates.clear()
+        self.user_properties.clear()

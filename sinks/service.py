@@ -1,0 +1,87 @@
+"""Assembles a running sink from Settings: migrate, then consume and write until stopped."""
+
+from __future__ import annotations
+
+import threading
+
+from confluent_kafka import Consumer, Producer
+from prometheus_client import start_http_server
+
+from eventsieve.config import Settings
+from eventsieve.errors import ServiceUnavailableError
+from eventsieve.logging import get_logger
+from eventsieve.services import clickhouse_url, kafka_bootstrap
+from sinks.batching import Backoff, FlushPolicy
+from sinks.clickhouse import ClickHouse
+from sinks.dlq import DlqSender
+from sinks.metrics import SinkMetrics
+from sinks.migrate import MigrationResult, migrate
+from sinks.writer import SinkWriter, consumer_config, producer_config, routes_for
+
+log = get_logger(__name__)
+
+
+def connect(settings: Settings) -> ClickHouse:
+    """A ClickHouse connection to the configured database."""
+    return ClickHouse(clickhouse_url(settings), settings.clickhouse.database)
+
+
+def migrate_when_ready(ch: ClickHouse, settings: Settings, stop: threading.Event) -> bool:
+    """Run the migrations, waiting (with backoff) while ClickHouse does not answer.
+
+    Returns False when ``stop`` was set before ClickHouse answered.
+    """
+    backoff = Backoff(settings.sink.retry_initial_s, settings.sink.retry_max_s)
+    while not stop.is_set():
+        try:
+            result: MigrationResult = migrate(ch, settings.sink.dedup_window)
+        except ServiceUnavailableError as exc:
+            delay = backoff.next_delay()
+            log.warning("ClickHouse not ready for migrations", error=str(exc), retry_in_s=delay)
+            stop.wait(delay)
+            continue
+        log.info(
+            "schema ready",
+            version=result.version,
+            applied=list(result.applied),
+            server=".".join(map(str, result.server_version)),
+        )
+        return True
+    return False
+
+
+def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> SinkWriter:
+    """A SinkWriter wired to the configured Kafka and ClickHouse (not yet subscribed)."""
+    bootstrap = kafka_bootstrap(settings)
+    sink = settings.sink
+    return SinkWriter(
+        consumer=Consumer(consumer_config(bootstrap, sink.group_id)),
+        clickhouse=connect(settings),
+        dlq=DlqSender(Producer(producer_config(bootstrap)), settings.topics.dlq),
+        routes=routes_for(settings.topics.clean, settings.topics.dropped),
+        policy=FlushPolicy(sink.batch_max_rows, sink.batch_max_interval_s),
+        backoff=Backoff(sink.retry_initial_s, sink.retry_max_s),
+        metrics=metrics,
+    )
+
+
+def run_sink(settings: Settings, stop: threading.Event) -> None:
+    """The ``eventsieve sink`` process: migrations, metrics endpoint, then the loop."""
+    metrics = SinkMetrics()
+    if settings.sink.metrics_port:
+        start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    ch = connect(settings)
+    try:
+        if not migrate_when_ready(ch, settings, stop):
+            return
+    finally:
+        ch.close()
+    writer = build_writer(settings, metrics)
+    log.info(
+        "sink started",
+        topics=list(writer.routes),
+        group_id=settings.sink.group_id,
+        database=settings.clickhouse.database,
+    )
+    writer.run(stop)
+    log.info("sink stopped")

@@ -1,0 +1,261 @@
+"""The schema and the exact reads on current ClickHouse (chdb, in-process).
+
+The same migrations and queries run against the local stack's old server in
+tests/integration/sinks/test_schema_server.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+from clickhouse_driver import Client
+from clickhouse_driver.util.escape import escape_param
+
+from schemas.events import clean_event, dropped_event, new_raw_event
+from schemas.reasons import DropReason, Stage
+from sinks import ddl, queries
+from sinks.ddl import ServerFeatures, Target
+from sinks.migrate import migrate
+from sinks.rows import Batch, Decision
+
+chdb_session = pytest.importorskip("chdb.session")
+
+T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
+DAY = dt.timedelta(days=1)
+SPAN = queries.TimeRange(
+    dt.datetime(2025, 11, 27, tzinfo=dt.UTC), dt.datetime(2025, 11, 29, tzinfo=dt.UTC)
+)
+
+
+class ChdbClickHouse:
+    """The subset of sinks.clickhouse.ClickHouse the migrations and queries use, on chdb."""
+
+    def __init__(self, session: Any, database: str) -> None:
+        self.session = session
+        self.database = database
+        self._client = Client("localhost")  # never connects: only formats parameters
+        self._context = self._client.connection.context
+
+    def features(self) -> ServerFeatures:
+        return ServerFeatures.parse(str(self.scalar("SELECT version()")))
+
+    def _literal(self, value: Any) -> str:
+        return str(escape_param(value, self._context))
+
+    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        if isinstance(params, list):  # INSERT ... VALUES with rows
+            values = ", ".join(
+                "(" + ", ".join(self._literal(v) for v in row) + ")" for row in params
+            )
+            self.session.query(f"{sql} {values}")
+            return []
+        if params:
+            sql = self._client.substitute_params(sql, params, self._context)
+        result = self.session.query(sql, "JSONCompact")
+        text = result.data() if hasattr(result, "data") else str(result)
+        if not text.strip():
+            return []
+        return [tuple(row) for row in json.loads(text)["data"]]
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def insert_columns(
+        self,
+        table: str,
+        names: Sequence[str],
+        columns: Sequence[list[Any]],
+        token: str | None = None,
+    ) -> int:
+        rows = list(zip(*columns, strict=True))
+        cols = ", ".join(names)
+        self.execute(f"INSERT INTO {self.database}.{table} ({cols}) VALUES", rows)
+        return len(rows)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    s = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ch(session: Any) -> ChdbClickHouse:
+    return ChdbClickHouse(session, f"t_{uuid.uuid4().hex[:10]}")
+
+
+def raw(event_id: str, name: str = "signup", project: str = "demo", **fields: Any) -> Any:
+    ts = fields.pop("timestamp", T0)
+    return new_raw_event(
+        project=project, name=name, event_id=event_id, timestamp=ts, received_at=ts, **fields
+    )
+
+
+def acc(event_id: str, decided_at: int, user: str = "u1", **fields: Any) -> dict:
+    return dict(
+        clean_event(
+            raw(event_id, **fields), normalised_name="x", user_key=user, decided_at=decided_at
+        )
+    )
+
+
+def drop(event_id: str, decided_at: int, reason: str, user: str = "u1", **fields: Any) -> dict:
+    return dict(
+        dropped_event(
+            raw(event_id, **fields),
+            reason=reason,
+            stage=Stage.DEDUP,
+            decided_at=decided_at,
+            user_key=user,
+        )
+    )
+
+
+def write(ch: ChdbClickHouse, events: list[tuple[dict, Decision]]) -> None:
+    batch = Batch()
+    for event, decision in events:
+        batch.add(event, decision)
+    for table, columns in (
+        ("events", batch.events),
+        ("user_updates", batch.user_updates),
+        ("user_property_updates", batch.user_properties),
+    ):
+        if columns.rows:
+            ch.insert_columns(table, columns.names, columns.data)
+
+
+def test_features_follow_the_server_version() -> None:
+    assert not ServerFeatures.parse("18.16.1").insert_dedup_token
+    assert ServerFeatures.parse("26.9.2.1").insert_dedup_token
+    old = Target("db", ServerFeatures.parse("18.16.1")).table_settings()
+    new = Target("db", ServerFeatures.parse("25.3.1")).table_settings()
+    assert "non_replicated_deduplication_window" not in old
+    assert "non_replicated_deduplication_window = 1000" in new
+
+
+def test_database_names_are_plain_identifiers() -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        Target("db; DROP TABLE x", ServerFeatures.parse("25.1"))
+
+
+def test_migrations_apply_once_and_create_every_table(ch: ChdbClickHouse) -> None:
+    first = migrate(ch)
+    assert first.applied == tuple(m.version for m in ddl.MIGRATIONS)
+    again = migrate(ch)
+    assert again.applied == ()
+    assert again.version == ddl.LATEST_VERSION
+    tables = {row[0] for row in ch.execute(f"SHOW TABLES FROM {ch.database}")}
+    assert {"events", "users", "user_properties", "accepted_events", "dropped_events"} <= tables
+    # Rendering everything again on a migrated database is harmless too.
+    for statement in ddl.render_all(Target(ch.database, ch.features())):
+        ch.execute(statement)
+
+
+def test_stats_are_exact_before_merges(ch: ChdbClickHouse) -> None:
+    migrate(ch)
+    # e1: delivered twice (a retried batch). e2: accepted, then a replay drops it.
+    # e3: dropped, then a replay accepts it. e4: accepted; its copy (same id) is
+    # dropped as a duplicate key. e5: another project. e6: outside the range.
+    write(ch, [(acc("e1", T0 + 1, user="a"), Decision.ACCEPTED)])
+    write(ch, [(acc("e1", T0 + 1, user="a"), Decision.ACCEPTED)])
+    write(ch, [(acc("e2", T0 + 1, name="view", user="b"), Decision.ACCEPTED)])
+    write(ch, [(drop("e2", T0 + 50, DropReason.BOT, name="view", user="b"), Decision.DROPPED)])
+    write(ch, [(drop("e3", T0 + 2, DropReason.DUPLICATE, user="c"), Decision.DROPPED)])
+    write(ch, [(acc("e3", T0 + 60, user="c"), Decision.ACCEPTED)])
+    write(ch, [(acc("e4", T0 + 3, name="view", user="a"), Decision.ACCEPTED)])
+    write(
+        ch,
+        [
+            (
+                drop("e4", T0 + 70, DropReason.DUPLICATE_IDEMPOTENCY_KEY, name="view", user="a"),
+                Decision.DROPPED,
+            )
+        ],
+    )
+    write(ch, [(acc("e5", T0 + 1, project="other"), Decision.ACCEPTED)])
+    write(ch, [(acc("e6", T0 + 1, timestamp=T0 - 10 * 86_400_000), Decision.ACCEPTED)])
+
+    stats = queries.project_stats(ch, "demo", SPAN)
+    assert stats.accepted_by_name == [("signup", 2), ("view", 1)]
+    assert stats.dropped_by_reason == [("bot", 1)]
+    assert stats.unique_users == 2  # a (e1, e4) and c (e3); b's only event is dropped
+    assert queries.projects_in(ch, SPAN) == ["demo", "other"]
+
+    # The views agree once collapsed.
+    db = ch.database
+    assert ch.scalar(f"SELECT count() FROM {db}.accepted_events WHERE project = 'demo'") == 4
+    assert ch.scalar(f"SELECT count() FROM {db}.dropped_events WHERE project = 'demo'") == 1
+
+
+def test_newest_profile_fields_win_whatever_the_arrival_order(ch: ChdbClickHouse) -> None:
+    migrate(ch)
+    newer = acc(
+        "p2",
+        T0,
+        user_id="u1",
+        kind="identify",
+        display_name="New Name",
+        timestamp=T0 + 2_000,
+        user_properties={"plan": "pro"},
+    )
+    older = acc(
+        "p1",
+        T0,
+        user_id="u1",
+        kind="identify",
+        display_name="Old Name",
+        email="old@example.com",
+        timestamp=T0 + 1_000,
+        user_properties={"plan": "free", "team": "x"},
+        user_properties_once={"source": "ads"},
+    )
+    unset = acc(
+        "p3",
+        T0,
+        user_id="u1",
+        kind="update_user",
+        timestamp=T0 + 3_000,
+        user_properties_unset=["team"],
+        user_properties={"avatar_url": "https://img/a.png"},
+    )
+    write(ch, [(newer, Decision.ACCEPTED)])
+    write(ch, [(unset, Decision.ACCEPTED)])
+    write(ch, [(older, Decision.ACCEPTED)])  # arrives last, is oldest
+    write(ch, [(older, Decision.ACCEPTED)])  # and is replayed
+
+    (profile,) = queries.user_profiles(ch, "demo", ["u1"])
+    assert profile.display_name == "New Name"
+    assert profile.email == "old@example.com"  # only the older event carried an email
+    assert profile.avatar == "https://img/a.png"
+    assert profile.updated_at_ms == T0 + 3_000
+    assert profile.first_seen_ms == T0 + 1_000
+    assert profile.properties == {
+        "plan": "pro",
+        "source": "ads",
+        "avatar_url": "https://img/a.png",
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        (("v", 10, 0, "", 0), "v"),
+        (("v", 10, 20, "", 0), None),
+        (("v", 10, 20, "o", 30), "o"),
+        (("", 0, 0, "o", 5), "o"),
+        (("v", 30, 20, "o", 5), "v"),
+        (("", 0, 10, "o", 5), None),
+    ],
+)
+def test_property_resolution(state: tuple, expected: str | None) -> None:
+    assert queries.resolve_property(*state) == expected
