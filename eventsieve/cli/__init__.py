@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import stack
+from eventsieve.cli import serve, stack
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -39,6 +39,7 @@ def _root(
 
 
 stack.register(app)
+serve.register(app)
 
 
 def main() -> None:
