@@ -11,10 +11,10 @@ from eventsieve.cli.context import CliState, settings_of
 
 def serve(
     ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="Bind address (default: [server] host)")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: [server] port)")] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: server.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: server.port)")] = None,
     workers: Annotated[
-        int | None, typer.Option(help="Worker processes (default: [server] workers)")
+        int | None, typer.Option(help="Worker processes (default: server.workers)")
     ] = None,
 ) -> None:
     """Serve the ingestion endpoint; every 2xx is sent after Kafka acknowledged the events."""
