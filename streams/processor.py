@@ -82,6 +82,7 @@ class Outcome:
     event_id: str | None = None
     dropped: Dropped | None = None
     error: str | None = field(default=None)
+    event_time: int | None = None  # set when state was consulted: the partition's clock
 
 
 class Processor:
@@ -128,7 +129,7 @@ class Processor:
                 encode_raw(enriched.raw),
                 partition_for(order_key, self.partitions),
             )
-            return Outcome([out], Sink.ORDERS, event_id)
+            return Outcome([out], Sink.ORDERS, event_id, event_time=enriched.facts.time)
         return self._clean(enriched, record, key, self.checks)
 
     def on_order(self, record: Record, state: State) -> Outcome:
@@ -177,7 +178,7 @@ class Processor:
             device=agent.device,
         )
         out = Output(Sink.CLEAN, key, encode_clean(event))
-        return Outcome([out], Sink.CLEAN, e.raw["event_id"])
+        return Outcome([out], Sink.CLEAN, e.raw["event_id"], event_time=e.facts.time)
 
     def _dropped(self, e: Enriched, record: Record, dropped: Dropped, key: bytes) -> Outcome:
         agent = e.agent
@@ -200,7 +201,7 @@ class Processor:
             device=agent.device,
         )
         out = Output(Sink.DROPPED, key, encode_dropped(event))
-        return Outcome([out], Sink.DROPPED, e.raw["event_id"], dropped)
+        return Outcome([out], Sink.DROPPED, e.raw["event_id"], dropped, event_time=e.facts.time)
 
     def _dlq(
         self,
@@ -229,9 +230,8 @@ class Processor:
 
 def decode_raw(record: Record) -> RawEvent:
     """The record's RawEvent; a JSON record without an id gets one from its position."""
-    assert record.value is not None
     return _decode_raw(
-        record.value,
+        record.value or b"",
         event_id=derived_event_id(record.topic, record.partition, record.offset),
         received_at=record.timestamp,
     )

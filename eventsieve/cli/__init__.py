@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import serve, stack
+from eventsieve.cli import serve, sink, stack, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -39,6 +39,8 @@ def _root(
 
 
 stack.register(app)
+worker.register(app)
+sink.register(app)
 serve.register(app)
 
 
