@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import serve, sink, stack, worker
+from eventsieve.cli import run, serve, sink, stack, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -42,6 +42,7 @@ stack.register(app)
 worker.register(app)
 sink.register(app)
 serve.register(app)
+run.register(app)
 
 
 def main() -> None:
