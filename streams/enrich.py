@@ -46,7 +46,8 @@ class Enricher:
         self.orders = OrderEvents(s.order_events, s.order_id_properties)
         self.message_properties = tuple(s.email_open_id_properties)
 
-    def enrich(self, raw: RawEvent) -> Enriched:
+    def enrich(self, raw: RawEvent, source: str = "", offset: int = -1) -> Enriched:
+        """Validate and enrich ``raw``; ``source``/``offset`` say which record it came from."""
         project = raw["project"]
         if project not in self.projects:
             raise InvalidEvent("project", f"unknown project {project!r}")
@@ -68,6 +69,8 @@ class Enricher:
             fingerprint=event_fingerprint(raw),
             order_id=self.orders.order_id(name, raw["order_id"], props),
             message_id=message_id,
+            source=source,
+            offset=offset,
         )
         agent = self.user_agents.info(raw["user_agent"] or "")
         return Enriched(raw=raw, facts=facts, key=topic_key(project, who), agent=agent)

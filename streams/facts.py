@@ -33,6 +33,8 @@ class Facts:
     country: str | None = None
     hostname: str | None = None
     path: str | None = None
+    source: str = ""  # which input the record came from ("raw", "rekey", "orders")
+    offset: int = -1  # its offset there: orders the anchors a record may see
 
 
 def facts_of(
@@ -44,6 +46,8 @@ def facts_of(
     fingerprint: str,
     order_id: str | None,
     message_id: str | None,
+    source: str = "",
+    offset: int = -1,
 ) -> Facts:
     """The Facts of an enriched raw event (``visitor_id`` already filled)."""
     url = raw["url"]
@@ -68,6 +72,8 @@ def facts_of(
         country=(raw["country"] or "").upper() or None,
         hostname=hostname,
         path=(parts.path or "/") if parts else None,
+        source=source,
+        offset=offset,
     )
 
 

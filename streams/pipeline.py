@@ -26,7 +26,7 @@ from streams.rules.filters import (
 from streams.rules.orders import OrderUniqueness
 from streams.rules.shields import ShieldFilter
 from streams.rules.throttle import EmailOpenThrottle
-from streams.state import State
+from streams.state import State, Value
 from streams.useragents import UserAgents
 
 
@@ -40,21 +40,49 @@ class Rule(Protocol):
 
 
 class Pipeline:
-    """Runs its rules in order and stops at the first drop."""
+    """Runs its rules in order and stops at the first drop.
+
+    State writes of the rules are staged and applied only when the event is
+    accepted by every rule: "anchored at the last *accepted* event" holds for
+    each window, and a dropped event leaves no trace in state.
+    """
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self.rules = tuple(rules)
 
     def decide(self, facts: Facts, state: State) -> Dropped | None:
+        staged = _Staged(state)
         for rule in self.rules:
-            dropped = rule(facts, state)
+            dropped = rule(facts, staged)
             if dropped is not None:
                 return dropped
+        staged.apply()
         return None
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(rule.name for rule in self.rules)
+
+
+class _Staged:
+    """Reads through to ``base``; holds writes until ``apply``."""
+
+    __slots__ = ("base", "pending")
+
+    def __init__(self, base: State) -> None:
+        self.base = base
+        self.pending: dict[str, tuple[Value, int]] = {}
+
+    def get(self, key: str) -> Value | None:
+        staged = self.pending.get(key)
+        return staged[0] if staged is not None else self.base.get(key)
+
+    def put(self, key: str, value: Value, expires_at: int) -> None:
+        self.pending[key] = (value, expires_at)
+
+    def apply(self) -> None:
+        for key, (value, expires_at) in self.pending.items():
+            self.base.put(key, value, expires_at)
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class Processor:
 
     def on_raw(self, record: Record, state: State, *, check_partition: bool = True) -> Outcome:
         """Decide a raw record. ``check_partition`` is off for the re-key topic."""
-        enriched = self._decode_enrich(record)
+        enriched = self._decode_enrich(record, "raw" if check_partition else "rekey")
         if not isinstance(enriched, Enriched):
             return enriched
         key = enriched.key.encode()
@@ -134,7 +134,7 @@ class Processor:
 
     def on_order(self, record: Record, state: State) -> Outcome:
         """Decide an order event (from ``events.orders``) on orderId uniqueness."""
-        enriched = self._decode_enrich(record)
+        enriched = self._decode_enrich(record, "orders")
         if not isinstance(enriched, Enriched):
             return enriched
         key = enriched.key.encode()
@@ -143,7 +143,7 @@ class Processor:
             return self._dropped(enriched, record, dropped, key)
         return self._clean(enriched, record, key, self.order_checks)
 
-    def _decode_enrich(self, record: Record) -> Enriched | Outcome:
+    def _decode_enrich(self, record: Record, source: str) -> Enriched | Outcome:
         if record.value is None:
             return self._dlq(record, "tombstone", "record has no value", Stage.DECODE)
         try:
@@ -153,7 +153,7 @@ class Processor:
         except Exception as exc:  # a poison record must never stop the stream
             return self._dlq(record, type(exc).__name__, str(exc), Stage.DECODE)
         try:
-            return self.enricher.enrich(raw)
+            return self.enricher.enrich(raw, source, record.offset)
         except InvalidEvent as exc:
             return self._dlq(record, "invalid", str(exc), Stage.VALIDATE, raw["event_id"])
         except Exception as exc:

@@ -30,14 +30,7 @@ class ContentDedup:
         self.grace_ms = grace_ms
 
     def __call__(self, facts: Facts, state: State) -> Dropped | None:
-        hit = check_window(
-            state,
-            f"d|{facts.fingerprint}",
-            facts.time,
-            facts.event_id,
-            self.window_ms,
-            self.grace_ms,
-        )
+        hit = check_window(state, f"d|{facts.fingerprint}", facts, self.window_ms, self.grace_ms)
         if hit is None:
             return None
         return Dropped(DropReason.DUPLICATE, Stage.DEDUP, f"same as {hit[0]} at {hit[1]}")
@@ -57,7 +50,7 @@ class IdempotencyDedup:
         if not facts.idempotency_key:
             return None
         key = f"i|{facts.project}|{facts.user_key}|{facts.idempotency_key}"
-        hit = check_window(state, key, facts.time, facts.event_id, self.window_ms, self.grace_ms)
+        hit = check_window(state, key, facts, self.window_ms, self.grace_ms)
         if hit is None:
             return None
         return Dropped(

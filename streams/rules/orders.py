@@ -33,7 +33,7 @@ class OrderUniqueness:
         if not facts.order_id:
             return None
         key = f"r|{facts.project}|{facts.order_id}"
-        hit = check_window(state, key, facts.time, facts.event_id, self.retention_ms, self.grace_ms)
+        hit = check_window(state, key, facts, self.retention_ms, self.grace_ms)
         if hit is None:
             return None
         return Dropped(

@@ -33,7 +33,7 @@ class EmailOpenThrottle:
         if facts.name not in self.event_names:
             return None
         key = f"o|{facts.project}|{facts.user_key}|{facts.message_id or ''}"
-        hit = check_window(state, key, facts.time, facts.event_id, self.window_ms, self.grace_ms)
+        hit = check_window(state, key, facts, self.window_ms, self.grace_ms)
         if hit is None:
             return None
         return Dropped(
