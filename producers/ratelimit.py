@@ -1,7 +1,7 @@
 """Per-project rate limits: a token bucket per project, in this process.
 
 Each project refills at ``rate`` events per second up to one second's worth.
-A request is let through while the bucket is positive and takes one token per
+A request is let through while the bucket holds a token and takes one per
 event, so a batch may leave the bucket in debt; the next request waits until
 the debt is repaid. That keeps the long-run rate exact without refusing
 batches larger than the bucket. Limits are per process: with N workers a
@@ -44,7 +44,7 @@ class RateLimiter:
         else:
             bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
             bucket.updated = now
-        if bucket.tokens <= 0:
+        if bucket.tokens < 1 - 1e-9:  # tolerance: refills are float sums
             return (1.0 - bucket.tokens) / rate
         bucket.tokens -= events
         return 0.0

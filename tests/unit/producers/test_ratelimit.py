@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from producers.ratelimit import RateLimiter, retry_after_seconds
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bucket_allows_a_second_of_events_then_refills_at_rate():
+    clock = Clock()
+    limiter = RateLimiter({"p": 10.0}, clock=clock)
+    assert all(limiter.acquire("p") == 0.0 for _ in range(10))
+    wait = limiter.acquire("p")
+    assert wait == 0.1
+    clock.now += 0.1
+    assert limiter.acquire("p") == 0.0
+    assert limiter.acquire("p") > 0
+
+
+def test_batches_may_go_into_debt_which_delays_the_next_request():
+    clock = Clock()
+    limiter = RateLimiter({"p": 10.0}, clock=clock)
+    assert limiter.acquire("p", 30) == 0.0  # bucket 10 -> -20
+    assert limiter.acquire("p") == 2.1  # (1 - -20) / 10
+    clock.now += 2.1
+    assert limiter.acquire("p") == 0.0
+
+
+def test_projects_are_independent_and_unknown_ones_unlimited():
+    limiter = RateLimiter({"a": 1.0, "b": 1.0}, clock=Clock())
+    assert limiter.acquire("a") == 0.0
+    assert limiter.acquire("a") > 0
+    assert limiter.acquire("b") == 0.0
+    assert limiter.acquire("zzz", 10_000) == 0.0
+
+
+def test_retry_after_rounds_up():
+    assert [retry_after_seconds(w) for w in (0.01, 1.0, 1.2)] == [1, 1, 2]

@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from eventsieve.config import ProjectSettings
+from producers.edge import EdgeContext
+from producers.model import Submission
+from producers.projects import ProjectDirectory, hash_key
+from producers.records import raw_event, record
+from schemas.canonical import visitor_id
+from schemas.codecs import decode_raw
+from schemas.reasons import EventKind, Source
+
+RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+EDGE = EdgeContext(
+    RECEIVED,
+    ip="198.51.100.7",
+    user_agent="UA",
+    ip_classification="dc_ip",
+    sdk_name="python",
+    sdk_version="0.2.0",
+)
+
+
+def test_record_round_trips_and_is_keyed_by_user():
+    sub = Submission(
+        Source.VERO,
+        EventKind.TRACK,
+        "Viewed",
+        user_id="u1",
+        properties={"a": "1"},
+        client_time=datetime(2026, 3, 1, 11, 59, tzinfo=UTC),
+        event_id="e1",
+    )
+    rec = record(sub, "alpha", EDGE, "secret")
+    assert rec.key == b"alpha:u1"
+    event = decode_raw(rec.value)
+    assert event == rec.event
+    assert (event["event_id"], event["project"], event["source"], event["kind"]) == (
+        "e1",
+        "alpha",
+        "vero",
+        "track",
+    )
+    assert event["timestamp"] == int(datetime(2026, 3, 1, 11, 59, tzinfo=UTC).timestamp() * 1000)
+    assert event["received_at"] == int(RECEIVED.timestamp() * 1000)
+    assert (event["ip"], event["user_agent"], event["ip_classification"]) == (
+        "198.51.100.7",
+        "UA",
+        "dc_ip",
+    )
+    assert (event["sdk_name"], event["sdk_version"]) == ("python", "0.2.0")
+
+
+def test_anonymous_events_are_keyed_by_the_visitor_id():
+    sub = Submission(
+        Source.PLAUSIBLE,
+        EventKind.TRACK,
+        "$pageview",
+        url="https://a.example/x",
+        domain="a.example",
+        sdk_name="plausible-tracker",
+        sdk_version="27",
+    )
+    event = raw_event(sub, "alpha", EDGE, "secret")
+    expected = visitor_id("secret", RECEIVED.date(), "198.51.100.7", "UA", "a.example")
+    assert event["visitor_id"] == expected
+    assert record(sub, "alpha", EDGE, "secret").key == f"alpha:{expected}".encode()
+    assert (event["sdk_name"], event["sdk_version"]) == ("plausible-tracker", "27")
+    assert event["timestamp"] == event["received_at"]
+
+
+def test_email_keys_lower_case_and_no_ip_no_visitor():
+    sub = Submission(Source.VTCDN, EventKind.UPDATE_USER, "$update_user", email="A@B.co")
+    rec = record(sub, "p", EdgeContext(RECEIVED), "s")
+    assert rec.key == b"p:a@b.co"
+    assert rec.event["visitor_id"] is None
+
+
+def test_a_credential_shared_by_two_projects_is_refused():
+    projects = [
+        ProjectSettings(id="a", server_keys=(hash_key("k"),)),
+        ProjectSettings(id="b", server_keys=(hash_key("k"),)),
+    ]
+    with pytest.raises(ValueError, match="both"):
+        ProjectDirectory.from_projects(projects)
+
+
+def test_directory_lookups_are_per_kind():
+    directory = ProjectDirectory.from_projects(
+        [
+            ProjectSettings(
+                id="a", tokens=("t",), server_keys=(hash_key("s"),), domains=("WWW.Shop.example",)
+            )
+        ]
+    )
+    assert directory.by_token("t") == "a"
+    assert directory.by_server_key("t") is None
+    assert directory.by_server_key("s") == "a"
+    assert directory.by_token("s") is None
+    assert directory.by_domain("shop.example") == directory.by_domain("www.SHOP.example") == "a"
