@@ -25,16 +25,16 @@ from typing import Any
 
 import orjson
 
-_SEPARATORS = re.compile(r"[\s_]+")
-
 
 def normalise_event_name(name: str) -> str:
-    """Vero's event-name identity: trimmed, case-folded, runs of spaces/underscores as one ``_``.
+    """Vero's event-name identity: case-folded, spaces and underscores alike, trimmed.
 
     ``"Order Placed"``, ``" order_placed "`` and ``"ORDER  PLACED"`` are all
-    ``"order_placed"``. Leading ``$`` (Vemetric system events) is kept.
+    ``"order_placed"``: runs of whitespace/underscores become one ``_``, and
+    since an underscore counts as a space, leading/trailing ones are trimmed
+    too. A leading ``$`` (Vemetric system events) is kept.
     """
-    return _SEPARATORS.sub("_", name.strip()).casefold()
+    return "_".join(name.replace("_", " ").split()).casefold()
 
 
 def property_value(value: Any) -> str | None:

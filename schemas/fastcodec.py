@@ -36,12 +36,12 @@ def read_long(buf: bytes, pos: int) -> tuple[int, int]:
     n = b & 0x7F
     shift = 7
     while b & 0x80:
+        if shift >= 70:
+            raise MalformedAvroError("varint longer than 10 bytes")
         b = buf[pos]
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
-        if shift > 63:
-            raise MalformedAvroError("varint longer than 10 bytes")
     return (n >> 1) ^ -(n & 1), pos
 
 

@@ -1,0 +1,205 @@
+"""Event-name normalisation, dedup fingerprints, keys and visitor ids."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+from typing import Any
+
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import schemas
+from schemas.canonical import canonical_value, daily_salt
+
+
+@pytest.mark.parametrize(
+    ("name", "normalised"),
+    [
+        ("Order Placed", "order_placed"),
+        ("order_placed", "order_placed"),
+        ("  ORDER placed\t", "order_placed"),
+        ("order  __ placed", "order_placed"),
+        ("_order_placed_", "order_placed"),
+        ("$pageview", "$pageview"),
+        ("Straße", "strasse"),
+    ],
+)
+def test_normalise_event_name(name: str, normalised: str) -> None:
+    assert schemas.normalise_event_name(name) == normalised
+
+
+@given(st.text())
+def test_normalisation_is_idempotent(name: str) -> None:
+    once = schemas.normalise_event_name(name)
+    assert schemas.normalise_event_name(once) == once
+
+
+@given(st.text(alphabet="abcXYZ _", max_size=20))
+def test_space_underscore_and_case_variants_normalise_alike(name: str) -> None:
+    variant = name.upper().replace(" ", "_").replace("_", " ")
+    assert schemas.normalise_event_name(variant) == schemas.normalise_event_name(name)
+
+
+def event(properties: dict[str, str], **fields: Any) -> dict[str, Any]:
+    base = {"project": "demo", "user_id": "u1", "name": "Order Placed"} | fields
+    return schemas.new_raw_event(properties=properties, **base)
+
+
+def test_fingerprint_ignores_property_order_name_spelling_and_request_context() -> None:
+    a = event({"plan": "pro", "amount": "10"}, ip="1.1.1.1", event_id="a", timestamp=1)
+    b = event({"amount": "10", "plan": "pro"}, name=" order_placed", event_id="b", timestamp=9)
+    assert schemas.event_fingerprint(a) == schemas.event_fingerprint(b)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("10", "10.0"),
+        ("10", "1e1"),
+        ("10.5", "10.50"),
+        ("0", "-0.0"),
+        ("true", "True"),
+        ("false", "FALSE"),
+        ('{"a":1,"b":[2.0,"x"]}', '{ "b": [2, "x"], "a": 1.0 }'),
+    ],
+)
+def test_fingerprint_ignores_how_numbers_and_booleans_were_written(one: str, other: str) -> None:
+    assert schemas.event_fingerprint(event({"v": one})) == schemas.event_fingerprint(
+        event({"v": other})
+    )
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [("10", "11"), ("1.5", "15"), ("abc", "ABC"), ("true", "1"), ("a b", "a  b"), ("", " ")],
+)
+def test_different_values_give_different_fingerprints(one: str, other: str) -> None:
+    assert schemas.event_fingerprint(event({"v": one})) != schemas.event_fingerprint(
+        event({"v": other})
+    )
+
+
+def test_json_numbers_serialised_by_different_clients_fingerprint_alike() -> None:
+    """The same JSON event from two clients: ints vs floats, booleans vs strings, key order."""
+    js = {"project": "p", "name": "buy", "event_id": "1", "timestamp": 1, "received_at": 1}
+    one = schemas.decode_raw(json.dumps(js | {"properties": {"n": 2, "ok": True}}).encode())
+    two = schemas.decode_raw(json.dumps(js | {"properties": {"ok": "true", "n": 2.0}}).encode())
+    assert one["properties"] != two["properties"]
+    assert schemas.event_fingerprint(one) == schemas.event_fingerprint(two)
+
+
+props = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=6)
+
+
+@given(props, st.randoms())
+def test_fingerprint_independent_of_key_order(
+    properties: dict[str, str], rnd: random.Random
+) -> None:
+    items = list(properties.items())
+    rnd.shuffle(items)
+    assert schemas.event_fingerprint(event(properties)) == schemas.event_fingerprint(
+        event(dict(items))
+    )
+
+
+@given(props, st.text(max_size=8), st.text(max_size=8))
+def test_any_property_change_changes_the_fingerprint(
+    properties: dict[str, str], key: str, value: str
+) -> None:
+    changed = dict(properties)
+    changed[key] = value
+    assume(key not in properties or canonical_value(properties[key]) != canonical_value(value))
+    assert schemas.event_fingerprint(event(properties)) != schemas.event_fingerprint(event(changed))
+
+
+@given(props)
+def test_removing_a_property_changes_the_fingerprint(properties: dict[str, str]) -> None:
+    assume(properties)
+    fewer = dict(list(properties.items())[1:])
+    assert schemas.event_fingerprint(event(properties)) != schemas.event_fingerprint(event(fewer))
+
+
+def test_fingerprint_separates_project_user_and_name() -> None:
+    base = schemas.event_fingerprint(event({}))
+    assert schemas.event_fingerprint(event({}, project="other")) != base
+    assert schemas.event_fingerprint(event({}, user_id="u2")) != base
+    assert schemas.event_fingerprint(event({}, name="Order Shipped")) != base
+
+
+def test_fingerprint_is_stable_across_releases() -> None:
+    """Dedup state outlives a deploy: changing the fingerprint function re-admits duplicates."""
+    assert schemas.event_fingerprint(event({"plan": "pro"})) == "b5464a2bc4ea28f29f814c41e56e4063"
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [("10.0", "10"), ("1e3", "1000"), ("-0.50", "-0.5"), ("1e-400", "1E-400"), ("TRUE", "true")],
+)
+def test_canonical_value(text: str, canonical: str) -> None:
+    assert canonical_value(text) == canonical
+
+
+def test_user_key_precedence() -> None:
+    full = {"user_id": "u", "email": " A@B.example ", "anonymous_id": "a", "visitor_id": "v"}
+    assert schemas.user_key(full) == "u"
+    assert schemas.user_key(full | {"user_id": None}) == "a@b.example"
+    assert schemas.user_key(full | {"user_id": None, "email": None}) == "a"
+    assert schemas.user_key({"visitor_id": "v"}) == "v"
+    assert schemas.user_key({}) == ""
+
+
+def test_topic_key() -> None:
+    assert schemas.topic_key("demo", "u1") == "demo:u1"
+
+
+DAY = datetime.date(2026, 11, 28)
+
+
+def test_visitor_id_is_stable_within_a_day_and_changes_daily() -> None:
+    args = ("secret", DAY, "203.0.113.9", "Mozilla/5.0", "example.com")
+    vid = schemas.visitor_id(*args)
+    assert vid == schemas.visitor_id(*args)
+    assert len(vid) == 32
+    assert int(vid, 16) >= 0
+    assert schemas.visitor_id("secret", DAY + datetime.timedelta(days=1), *args[2:]) != vid
+    for i, other in enumerate(["other", DAY, "203.0.113.10", "Mozilla/5.1", "example.org"]):
+        if i == 1:
+            continue
+        changed = list(args)
+        changed[i] = other
+        assert schemas.visitor_id(*changed) != vid  # type: ignore[arg-type]
+
+
+def test_visitor_id_fields_cannot_run_into_each_other() -> None:
+    a = schemas.visitor_id("s", DAY, "1.2.3.4", "ab", "c")
+    b = schemas.visitor_id("s", DAY, "1.2.3.4", "a", "bc")
+    assert a != b
+
+
+def test_daily_salt_depends_on_secret_and_day() -> None:
+    assert daily_salt("s", DAY) != daily_salt("t", DAY)
+    assert daily_salt("s", DAY) != daily_salt("s", DAY + datetime.timedelta(days=1))
+
+
+def test_drop_reasons_cover_the_design() -> None:
+    design = [
+        "bot",
+        "spam_referrer",
+        "dc_ip",
+        "threat_ip",
+        "duplicate",
+        "duplicate_idempotency_key",
+        "email_open_throttled",
+        "duplicate_order",
+        "site_ip_blocklist",
+        "site_country_blocklist",
+        "site_page_blocklist",
+        "site_hostname_allowlist",
+        "invalid",
+    ]
+    assert {r.value for r in schemas.DropReason} >= set(design)
+    assert schemas.DropReason("bot") is schemas.DropReason.BOT
+    assert schemas.DropReason.BOT == "bot"
