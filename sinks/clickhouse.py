@@ -22,17 +22,20 @@ _TRANSPORT_ERRORS = (DriverError, OSError, EOFError, socket.timeout)
 
 
 class ClickHouse:
-    """One connection to one database (clickhouse-driver connects lazily, reconnects)."""
+    """One connection used for one database (clickhouse-driver connects lazily, reconnects).
+
+    ``url`` should name a database that exists (e.g. ``default``): statements
+    name ``database`` explicitly, so the migrations can create it.
+    """
 
     def __init__(self, url: str, database: str, connect_timeout: float = 3.0) -> None:
         self.url = url
         self.database = database
         # send_receive_timeout bounds a hung server: an insert of 50k rows takes
         # well under a second, so 30 s means the server is not answering.
+        sep = "&" if "?" in url else "?"
         self.client = Client.from_url(
-            url,
-            connect_timeout=connect_timeout,
-            send_receive_timeout=30,
+            f"{url}{sep}connect_timeout={connect_timeout}&send_receive_timeout=30"
         )
         self._features: ServerFeatures | None = None
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer
 from prometheus_client import start_http_server
@@ -23,7 +27,8 @@ log = get_logger(__name__)
 
 def connect(settings: Settings) -> ClickHouse:
     """A ClickHouse connection to the configured database."""
-    return ClickHouse(clickhouse_url(settings), settings.clickhouse.database)
+    # Connect to `default`: our database may not exist before the first migration.
+    return ClickHouse(clickhouse_url(settings, "default"), settings.clickhouse.database)
 
 
 def migrate_when_ready(ch: ClickHouse, settings: Settings, stop: threading.Event) -> bool:
@@ -50,6 +55,31 @@ def migrate_when_ready(ch: ClickHouse, settings: Settings, stop: threading.Event
     return False
 
 
+FAILPOINT_ENV = "EVENTSIEVE_SINK_FAILPOINT"
+
+
+def failpoint_from_env() -> Callable[[str], None] | None:
+    """A failpoint hook from ``$EVENTSIEVE_SINK_FAILPOINT`` (crash tests only).
+
+    ``after_insert`` makes the sink hang right after ClickHouse acknowledged a
+    batch and before its offsets are committed, logging ``failpoint reached``,
+    so a test can ``kill -9`` it at exactly that point. Unset: no hook.
+    """
+    wanted = os.environ.get(FAILPOINT_ENV)
+    if not wanted:
+        return None
+
+    def hook(step: str) -> None:
+        if step == wanted:
+            log.warning("failpoint reached", step=step)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            while True:
+                time.sleep(3600)
+
+    return hook
+
+
 def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> SinkWriter:
     """A SinkWriter wired to the configured Kafka and ClickHouse (not yet subscribed)."""
     bootstrap = kafka_bootstrap(settings)
@@ -62,6 +92,7 @@ def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> Sink
         policy=FlushPolicy(sink.batch_max_rows, sink.batch_max_interval_s),
         backoff=Backoff(sink.retry_initial_s, sink.retry_max_s),
         metrics=metrics,
+        failpoint=failpoint_from_env(),
     )
 
 

@@ -89,6 +89,10 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         # Eager assignment: a revoke takes every partition back, so a discarded
         # batch is simply re-read from the committed offsets after the assign.
         "partition.assignment.strategy": "range",
+        # A crashed sink's partitions move on after this long without heartbeats;
+        # librdkafka's 45 s default would stall a restarted sink that long.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
         # Bound the prefetch queue (per consumer) so a paused sink holds little.
         "queued.max.messages.kbytes": 65_536,
         "fetch.max.bytes": 52_428_800,
@@ -123,6 +127,7 @@ class SinkWriter:
         backoff: Backoff,
         metrics: SinkMetrics | None = None,
         clock: Clock = time.monotonic,
+        failpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.consumer = consumer
         self.clickhouse = clickhouse
@@ -132,6 +137,9 @@ class SinkWriter:
         self.backoff = backoff
         self.metrics = metrics or SinkMetrics()
         self.clock = clock
+        # Called with a step name between the steps of the commit order; crash
+        # tests use it to stop the process at an exact point (see service.py).
+        self.failpoint = failpoint or (lambda _step: None)
         self.batch = Batch()
         self.offsets = OffsetRanges()
         self.records = 0
@@ -292,6 +300,7 @@ class SinkWriter:
             self.clickhouse.insert_columns(table, columns.names, columns.data, token)
             self._done_tables.add(table)
             self.metrics.rows_written.labels(table).inc(columns.rows)
+        self.failpoint("after_insert")
         self.dlq.flush()
         self._commit()
         self.metrics.batch_rows.observe(self.batch.rows)

@@ -1,0 +1,443 @@
+"""The sink end to end on the real broker and the real ClickHouse server.
+
+Most tests run the sink as a real process (``eventsieve sink``), configured
+through the environment exactly like a deployment; the DLQ and profile tests
+run the writer in a thread of the test process, which is the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from eventsieve.config import Settings, StackSettings
+from eventsieve.stack import ClickHouseServer
+from schemas.codecs import decode_dlq, encode_clean, encode_dropped
+from schemas.events import clean_event, dropped_event, new_raw_event
+from schemas.reasons import DropReason, Stage
+from sinks import queries
+from sinks.clickhouse import ClickHouse
+from sinks.errors import ClickHouseUnavailableError
+from sinks.metrics import SinkMetrics
+from sinks.service import build_writer, migrate_when_ready
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
+# Every event below falls in this range.
+SPAN = queries.TimeRange(
+    dt.datetime(2025, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+)
+
+
+# -- helpers ---------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def clean(i: int, project: str = "demo", **fields: Any) -> dict:
+    user = f"user-{i % 37}"
+    raw = new_raw_event(
+        project=project,
+        name=fields.pop("name", f"event-{i % 5}"),
+        event_id=fields.pop("event_id", f"ev-{uuid.uuid4()}"),
+        timestamp=fields.pop("timestamp", T0 + i),
+        received_at=T0 + i,
+        properties={"i": str(i)},
+        **fields,
+    )
+    return dict(clean_event(raw, normalised_name="x", user_key=user, decided_at=T0 + 10 * i))
+
+
+def dropped(i: int, reason: str = DropReason.BOT) -> dict:
+    raw = new_raw_event(
+        project="demo",
+        name="pageview",
+        event_id=f"dr-{uuid.uuid4()}",
+        timestamp=T0 + i,
+        received_at=T0 + i,
+    )
+    return dict(
+        dropped_event(raw, reason=reason, stage=Stage.BOT, decided_at=T0 + 10 * i, user_key="bot")
+    )
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes] | None = None):
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
+    for n, value in enumerate(values):
+        key = keys[n] if keys else str(n % 11).encode()
+        producer.produce(topic, key=key, value=value)
+        if n % 10_000 == 0:
+            producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def committed_total(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Sum of the group's committed offsets over every partition of ``topics``."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        tps = [
+            TopicPartition(topic, p) for topic in topics for p in metadata.topics[topic].partitions
+        ]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+    finally:
+        consumer.close()
+
+
+def distinct_events(ch: ClickHouse) -> int:
+    try:
+        return queries.event_count(ch)
+    except ClickHouseUnavailableError:
+        return -1
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class SinkProcess:
+    """``eventsieve sink`` as a child process, configured through its environment."""
+
+    def __init__(self, settings: Settings, group: str, log: Path, **env: str) -> None:
+        topics = settings.topics
+        self.env = {
+            **os.environ,
+            "EVENTSIEVE_CONFIG": str(ROOT / "eventsieve.toml"),
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers or "",
+            "CLICKHOUSE_URL": env.pop("clickhouse_url", None)
+            or settings.clickhouse.url.get_secret_value(),  # type: ignore[union-attr]
+            "EVENTSIEVE_CLICKHOUSE__DATABASE": settings.clickhouse.database,
+            "EVENTSIEVE_TOPICS__CLEAN": topics.clean,
+            "EVENTSIEVE_TOPICS__DROPPED": topics.dropped,
+            "EVENTSIEVE_TOPICS__DLQ": topics.dlq,
+            "EVENTSIEVE_TOPICS__PARTITIONS": str(topics.partitions),
+            "EVENTSIEVE_SINK__GROUP_ID": group,
+            "EVENTSIEVE_SINK__BATCH_MAX_ROWS": "2000",
+            "EVENTSIEVE_SINK__BATCH_MAX_INTERVAL_S": "0.3",
+            "EVENTSIEVE_SINK__RETRY_INITIAL_S": "0.2",
+            "EVENTSIEVE_SINK__RETRY_MAX_S": "1",
+            "EVENTSIEVE_LOG_FORMAT": "json",
+            **env,
+        }
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> SinkProcess:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "from eventsieve.cli import main; main()", "sink"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.wait(5)
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def sinks(tmp_path: Path) -> Iterator[Callable[..., SinkProcess]]:
+    started: list[SinkProcess] = []
+
+    def make(settings: Settings, group: str, **env: str) -> SinkProcess:
+        sink = SinkProcess(settings, group, tmp_path / f"sink-{len(started)}.log", **env)
+        started.append(sink)
+        return sink
+
+    yield make
+    for sink in started:
+        if sink.alive():
+            sink.proc.kill()  # type: ignore[union-attr]
+            sink.proc.wait(10)  # type: ignore[union-attr]
+
+
+@pytest.fixture
+def ch(test_settings: Settings, clickhouse_url: str) -> Iterator[ClickHouse]:
+    client = ClickHouse(clickhouse_url, test_settings.clickhouse.database)
+    yield client
+    client.close()
+
+
+def fill(settings: Settings, accepted: int, dropped_n: int) -> None:
+    bootstrap = settings.kafka.bootstrap_servers or ""
+    produce(bootstrap, settings.topics.clean, [encode_clean(clean(i)) for i in range(accepted)])
+    produce(
+        bootstrap, settings.topics.dropped, [encode_dropped(dropped(i)) for i in range(dropped_n)]
+    )
+
+
+# -- tests -----------------------------------------------------------------------
+
+
+def test_n_events_give_n_rows_and_a_fresh_group_replay_counts_nothing_twice(
+    test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
+) -> None:
+    accepted, dropped_n = 4_000, 1_000
+    fill(test_settings, accepted, dropped_n)
+    topics = [test_settings.topics.clean, test_settings.topics.dropped]
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+
+    first = sinks(test_settings, f"sink-{uuid.uuid4().hex[:8]}").start()
+    wait_until(
+        lambda: (
+            committed_total(bootstrap, first.env["EVENTSIEVE_SINK__GROUP_ID"], topics)
+            == accepted + dropped_n
+        ),
+        60,
+        "the first sink to commit every record",
+    )
+    assert first.stop() == 0
+    assert distinct_events(ch) == accepted + dropped_n
+    stats = queries.project_stats(ch, "demo", SPAN)
+    assert stats.accepted == accepted
+    assert stats.dropped_by_reason == [("bot", dropped_n)]
+
+    # The same topics again, from the start, by a new consumer group.
+    second = sinks(test_settings, f"replay-{uuid.uuid4().hex[:8]}").start()
+    wait_until(
+        lambda: (
+            committed_total(bootstrap, second.env["EVENTSIEVE_SINK__GROUP_ID"], topics)
+            == accepted + dropped_n
+        ),
+        60,
+        "the replaying sink to commit every record",
+    )
+    assert second.stop() == 0
+    assert distinct_events(ch) == accepted + dropped_n
+    assert queries.project_stats(ch, "demo", SPAN) == stats
+
+
+def test_kill_9_between_insert_and_commit_loses_and_doubles_nothing(
+    test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
+) -> None:
+    n = 3_000
+    fill(test_settings, n, 0)
+    topics = [test_settings.topics.clean]
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+
+    doomed = sinks(test_settings, group, EVENTSIEVE_SINK_FAILPOINT="after_insert").start()
+    wait_until(lambda: "failpoint reached" in doomed.output(), 60, "the failpoint")
+    # The batch is in ClickHouse, its offsets are not committed: kill -9 now.
+    inserted = ch.scalar(f"SELECT count() FROM {ch.database}.events")
+    assert inserted > 0
+    assert committed_total(bootstrap, group, topics) == 0
+    doomed.kill9()
+
+    survivor = sinks(test_settings, group).start()
+    wait_until(lambda: committed_total(bootstrap, group, topics) == n, 60, "the restarted sink")
+    assert survivor.stop() == 0
+    assert distinct_events(ch) == n
+    assert queries.project_stats(ch, "demo", SPAN).accepted == n
+
+
+@pytest.fixture
+def private_clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
+    """A ClickHouse server of this test alone, so it can be stopped and started."""
+    stack = StackSettings(
+        dir=tmp_path / "stack", clickhouse_port=free_port(), clickhouse_http_port=free_port()
+    )
+    server = ClickHouseServer(stack)
+    server.start()
+    server.wait_ready(60)
+    yield server
+    server.stop()
+
+
+def test_clickhouse_outage_under_load_loses_nothing_and_the_sink_survives(
+    test_settings: Settings,
+    sinks: Callable[..., SinkProcess],
+    private_clickhouse: ClickHouseServer,
+) -> None:
+    database = test_settings.clickhouse.database
+    url = f"clickhouse://default:@127.0.0.1:{private_clickhouse.port}/default"
+    ch = ClickHouse(url, database)
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    topic = test_settings.topics.clean
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    sink = sinks(test_settings, group, clickhouse_url=url).start()
+
+    chunks, per_chunk = 12, 500
+    loaded = threading.Event()
+
+    def load() -> None:
+        for c in range(chunks):
+            values = [encode_clean(clean(c * per_chunk + i)) for i in range(per_chunk)]
+            produce(bootstrap, topic, values)
+            time.sleep(0.4)
+        loaded.set()
+
+    loader = threading.Thread(target=load, daemon=True)
+    loader.start()
+    wait_until(lambda: distinct_events(ch) > 0, 60, "the first rows")
+    private_clickhouse.stop()  # ClickHouse goes away in the middle of the load
+    time.sleep(3)  # the outage itself: the sink must ride it out, not a time window
+    assert sink.alive(), sink.output()[-2000:]
+    private_clickhouse.start()
+    private_clickhouse.wait_ready(60)
+    loader.join(60)
+    assert loaded.is_set()
+    total = chunks * per_chunk
+    wait_until(
+        lambda: committed_total(bootstrap, group, [topic]) == total, 90, "every record committed"
+    )
+    assert sink.alive()
+    assert distinct_events(ch) == total
+    assert queries.project_stats(ch, "demo", SPAN).accepted == total
+    assert "flush failed, retrying" in sink.output()
+    assert sink.stop() == 0
+    ch.close()
+
+
+@contextlib.contextmanager
+def running_writer(settings: Settings, metrics: SinkMetrics) -> Iterator[None]:
+    """The sink's writer in a thread of this process (migrated first), stopped on exit."""
+    stop = threading.Event()
+    from sinks.service import connect
+
+    migrator = connect(settings)
+    assert migrate_when_ready(migrator, settings, stop)
+    migrator.close()
+    writer = build_writer(settings, metrics)
+    thread = threading.Thread(target=writer.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_poison_records_go_to_the_dlq_and_the_rest_is_written(
+    test_settings: Settings, ch: ClickHouse
+) -> None:
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    settings = test_settings.model_copy(
+        update={
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"sink-{uuid.uuid4().hex[:8]}", "batch_max_interval_s": 0.2}
+            )
+        }
+    )
+    good = [encode_clean(clean(i)) for i in range(50)]
+    garbage = b"\xc3\x01not-avro-at-all"
+    no_id = encode_clean({**clean(99), "event_id": ""})
+    values = [*good[:20], garbage, *good[20:40], no_id, *good[40:]]
+    produce(bootstrap, settings.topics.clean, values, keys=[b"k"] * len(values))
+    metrics = SinkMetrics()
+
+    with running_writer(settings, metrics):
+        wait_until(
+            lambda: (
+                committed_total(bootstrap, settings.sink.group_id, [settings.topics.clean])
+                == len(values)
+            ),
+            60,
+            "every record committed",
+        )
+    assert distinct_events(ch) == 50
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dlq-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([settings.topics.dlq])
+    records = []
+    deadline = time.monotonic() + 30
+    while len(records) < 2 and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            records.append(decode_dlq(message.value()))
+    consumer.close()
+    assert sorted(r["value"] for r in records) == sorted([garbage, no_id])
+    assert {r["stage"] for r in records} == {"sink"}
+    assert {r["topic"] for r in records} == {settings.topics.clean}
+    by_value = {r["value"]: r for r in records}
+    assert by_value[no_id]["error_type"] == "missing_field"
+    assert by_value[garbage]["offset"] == 20
+    assert metrics.dlq_records.labels("missing_field")._value.get() == 1
+
+
+def test_users_keep_the_newest_profile_when_updates_arrive_out_of_order(
+    test_settings: Settings, ch: ClickHouse
+) -> None:
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    settings = test_settings.model_copy(
+        update={
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"sink-{uuid.uuid4().hex[:8]}", "batch_max_interval_s": 0.2}
+            )
+        }
+    )
+
+    def identify(i: int, ts: int, **fields: Any) -> bytes:
+        return encode_clean(
+            clean(i, name="identify", kind="identify", user_id="u1", timestamp=ts, **fields)
+        )
+
+    # Newest first: the order a slow client's retries or a replay can produce.
+    values = [
+        identify(1, T0 + 3_000, display_name="Third", user_properties={"plan": "team"}),
+        identify(2, T0 + 1_000, display_name="First", email="first@example.com"),
+        identify(3, T0 + 2_000, display_name="Second", user_properties={"plan": "pro"}),
+    ]
+    produce(bootstrap, settings.topics.clean, values, keys=[b"demo:u1"] * 3)
+    with running_writer(settings, SinkMetrics()):
+        wait_until(
+            lambda: (
+                committed_total(bootstrap, settings.sink.group_id, [settings.topics.clean]) == 3
+            ),
+            60,
+            "every record committed",
+        )
+    (profile,) = queries.user_profiles(ch, "demo", ["u1"])
+    assert profile.display_name == "Third"
+    assert profile.email == "first@example.com"
+    assert profile.properties == {"plan": "team"}
+    assert profile.updated_at_ms == T0 + 3_000
