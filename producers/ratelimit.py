@@ -1,6 +1,7 @@
 """Per-project rate limits: a token bucket per project, in this process.
 
-Each project refills at ``rate`` events per second up to one second's worth.
+Each project refills at ``rate`` events per second up to one second's worth
+(at least one token, so a rate below 1/s still lets single events through).
 A request is let through while the bucket holds a token and takes one per
 event, so a batch may leave the bucket in debt; the next request waits until
 the debt is repaid. That keeps the long-run rate exact without refusing
@@ -39,10 +40,11 @@ class RateLimiter:
             return 0.0  # no configured limit
         now = self._clock()
         bucket = self._buckets.get(project_id)
+        capacity = max(rate, 1.0)
         if bucket is None:
-            bucket = self._buckets[project_id] = _Bucket(tokens=rate, updated=now)
+            bucket = self._buckets[project_id] = _Bucket(tokens=capacity, updated=now)
         else:
-            bucket.tokens = min(rate, bucket.tokens + (now - bucket.updated) * rate)
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.updated) * rate)
             bucket.updated = now
         if bucket.tokens < 1 - 1e-9:  # tolerance: refills are float sums
             return (1.0 - bucket.tokens) / rate

@@ -41,3 +41,12 @@ def test_projects_are_independent_and_unknown_ones_unlimited():
 
 def test_retry_after_rounds_up():
     assert [retry_after_seconds(w) for w in (0.01, 1.0, 1.2)] == [1, 1, 2]
+
+
+def test_rates_below_one_per_second_still_admit_single_events():
+    clock = Clock()
+    limiter = RateLimiter({"p": 0.5}, clock=clock)
+    assert limiter.acquire("p") == 0.0
+    assert limiter.acquire("p") == 2.0
+    clock.now += 2.0
+    assert limiter.acquire("p") == 0.0

@@ -1,0 +1,156 @@
+"""Fixtures for the endpoint's integration tests: a real server on loopback, a real broker.
+
+``endpoint`` starts uvicorn (the same app ``eventsieve serve`` runs) in a
+background thread, publishing to a fresh topic of the test broker;
+``read_raw`` consumes that topic and decodes every record as a RawEvent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from confluent_kafka import Consumer, TopicPartition
+
+from eventsieve.config import KafkaSettings, ProjectSettings, Settings, load_settings
+from producers.app import build_endpoint, create_app
+from producers.projects import hash_key
+from schemas.codecs import decode_raw
+from schemas.events import RawEvent
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "eventsieve.toml"
+
+# A second project, so tests can show that keys never cross projects.
+OTHER = ProjectSettings(
+    id="other",
+    tokens=("other-public-token",),
+    server_keys=(hash_key("other-secret-key"),),
+    vero_tokens=(hash_key("other-vero-token"),),
+    vtcdn_keys=(hash_key("other-vtcdn-key"),),
+    domains=("other.example",),
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningEndpoint:
+    url: str
+    settings: Settings
+    topic: str
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # a thread cannot own signals
+        pass
+
+
+@pytest.fixture
+def make_settings(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Callable[..., Settings]:
+    """``make_settings(bootstrap=..., projects=..., **server)``: example config on a fresh topic."""
+
+    def make(
+        *,
+        bootstrap: str | None = None,
+        projects: tuple[ProjectSettings, ...] | None = None,
+        **server: Any,
+    ) -> Settings:
+        base = load_settings(EXAMPLE)
+        topic = new_topic(3) if bootstrap is None else f"unused.{uuid.uuid4().hex[:8]}"
+        return base.model_copy(
+            update={
+                "kafka": KafkaSettings(bootstrap_servers=bootstrap or kafka_bootstrap),
+                "topics": base.topics.model_copy(update={"raw": topic}),
+                "server": base.server.model_copy(
+                    update={"access_log": False, "delivery_timeout_s": 5.0, **server}
+                ),
+                "projects": projects if projects is not None else (*base.projects, OTHER),
+            }
+        )
+
+    return make
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Settings], RunningEndpoint]]:
+    """``serve(settings)`` runs the endpoint until the test ends; returns its base URL."""
+    servers: list[tuple[_Server, threading.Thread]] = []
+
+    def start(settings: Settings) -> RunningEndpoint:
+        port = free_port()
+        app = create_app(build_endpoint(settings))
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            loop="asyncio",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_config=None,
+        )
+        server = _Server(config)
+        thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the endpoint did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        return RunningEndpoint(f"http://127.0.0.1:{port}", settings, settings.topics.raw)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(15)
+
+
+@pytest.fixture
+def read_raw(kafka_bootstrap: str) -> Callable[..., list[tuple[bytes, RawEvent]]]:
+    """``read_raw(topic)``: every record of the topic as (key, RawEvent), in offset order."""
+
+    def read(topic: str, timeout: float = 10.0) -> list[tuple[bytes, RawEvent]]:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": kafka_bootstrap,
+                "group.id": f"test-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+            partitions = [TopicPartition(topic, p) for p in meta.partitions]
+            ends = {}
+            for tp in partitions:
+                _low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+                ends[tp.partition] = high
+            wanted = sum(ends.values())
+            consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+            out: list[tuple[int, int, bytes, RawEvent]] = []
+            deadline = time.monotonic() + timeout
+            while len(out) < wanted and time.monotonic() < deadline:
+                msg = consumer.poll(0.2)
+                if msg is None or msg.error():
+                    continue
+                out.append((msg.partition(), msg.offset(), msg.key(), decode_raw(msg.value())))
+            assert len(out) == wanted, f"read {len(out)} of {wanted} records"
+            return [(key, event) for _p, _o, key, event in sorted(out, key=lambda r: r[:2])]
+        finally:
+            consumer.close()
+
+    return read
