@@ -78,9 +78,13 @@ def view_record(
     key: bytes | None,
     value: bytes | None,
     timestamp_ms: int | None,
-    raw_topic: str,
+    json_as_raw: bool,
 ) -> dict[str, Any]:
-    """The JSON-able view of one Kafka record, decoded whatever its format."""
+    """The JSON-able view of one Kafka record, decoded whatever its format.
+
+    ``json_as_raw``: decode JSON values as RawEvents, as the stream does on
+    the raw topic (defaults applied, event id derived from the position).
+    """
     view: dict[str, Any] = {
         "topic": topic,
         "partition": partition,
@@ -94,7 +98,7 @@ def view_record(
         if value[:1] == b"\xc3":
             schema, record = decode_any(value)
             return view | {"format": f"avro:{schema}", "value": record}
-        if topic == raw_topic:
+        if json_as_raw:
             record = decode_raw(
                 value,
                 event_id=derived_event_id(topic, partition, offset),
@@ -136,11 +140,20 @@ def tail(
             "--idle-timeout", min=0.1, help="Stop after this many seconds without a record."
         ),
     ] = None,
+    raw_events: Annotated[
+        bool | None,
+        typer.Option(
+            "--raw-events/--plain-json",
+            help="Check JSON values as RawEvents (default: only on the raw topic).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Print the records of a topic as JSON lines (key, partition, offset, value)."""
     settings = settings_of(ctx)
+    as_raw = topic == settings.topics.raw if raw_events is None else raw_events
     out = sys.stdout.buffer
-    for view in _tail(settings, topic, from_beginning, max_records, idle_timeout):
+    for view in _tail(settings, topic, from_beginning, max_records, idle_timeout, as_raw):
         out.write(_json_line(view))
         out.flush()
 
@@ -151,6 +164,7 @@ def _tail(
     from_beginning: bool,
     max_records: int | None,
     idle_timeout: float | None,
+    json_as_raw: bool,
 ) -> Iterator[dict[str, Any]]:
     consumer = Consumer(
         {
@@ -188,7 +202,7 @@ def _tail(
                 key=msg.key(),
                 value=msg.value(),
                 timestamp_ms=ts if ts_type else None,
-                raw_topic=settings.topics.raw,
+                json_as_raw=json_as_raw,
             )
     except KeyboardInterrupt:
         return
