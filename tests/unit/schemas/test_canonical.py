@@ -203,3 +203,22 @@ def test_drop_reasons_cover_the_design() -> None:
     assert {r.value for r in schemas.DropReason} >= set(design)
     assert schemas.DropReason("bot") is schemas.DropReason.BOT
     assert schemas.DropReason.BOT == "bot"
+
+
+_DECIMALS = st.from_regex(
+    r"\A-?([0-9]{0,25}\.?[0-9]{0,25}|\.[0-9]{1,25})([eE][-+]?[0-9]{1,3})?\Z"
+).filter(lambda t: any(c.isdigit() for c in t.split("e")[0].split("E")[0]))
+
+
+@given(_DECIMALS)
+def test_fast_number_spelling_agrees_with_the_exact_one(text: str) -> None:
+    from schemas.canonical import _canonical_number, _canonical_number_exact
+
+    assert _canonical_number(text) == _canonical_number_exact(text)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, places=None))
+def test_equal_numbers_spelled_differently_are_one_value(number: Any) -> None:
+    plain, scientific = format(number, "f"), f"{number:e}"
+    if scientific.count("e") == 1 and number == type(number)(scientific):
+        assert canonical_value(plain) == canonical_value(scientific)
