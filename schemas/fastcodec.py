@@ -144,6 +144,20 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{ind}{target} = buf[pos:end]{'.decode()' if kind == 'string' else ''}",
             f"{ind}pos = end",
         ]
+    elif kind == "union" and len(avro_type) == 2 and avro_type[0] == "null":
+        # ["null", T], the optional field: test the common null case first.
+        lines += [
+            f"{ind}if not buf[pos]:",
+            f"{ind}    pos += 1",
+            f"{ind}    {target} = None",
+            f"{ind}elif buf[pos] == 2:",
+            f"{ind}    pos += 1",
+        ]
+        _dec_value(gen, avro_type[1], lines, ind + "    ", target)
+        lines += [
+            f"{ind}else:",
+            f"{ind}    raise MalformedAvroError(f'union index byte {{buf[pos]}} out of range')",
+        ]
     elif kind == "union":
         lines.append(f"{ind}b = buf[pos]")
         for index, branch in enumerate(avro_type):
