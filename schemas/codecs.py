@@ -120,12 +120,16 @@ class Codec:
         """
         return self._encode(record, self._header)
 
-    def decode(self, value: bytes, fallbacks: dict[str, Any] | None = None) -> dict[str, Any]:
+    def decode(
+        self, value: bytes | None, fallbacks: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """A record from Avro single-object encoding or JSON; raises a DecodeError subclass.
 
         ``fallbacks`` fills fields a JSON value lacks (before schema defaults);
         Avro values always carry every field.
         """
+        if value is None:
+            raise NotJsonError(f"{self.schema_name}: no value (a tombstone record)")
         if value[:1] == b"\xc3":
             return self.decode_avro(value)
         return self.decode_json(value, fallbacks)
@@ -233,7 +237,7 @@ def encode_raw(event: RawEvent | Mapping[str, Any]) -> bytes:
 
 
 def decode_raw(
-    value: bytes, *, event_id: str | None = None, received_at: int | None = None
+    value: bytes | None, *, event_id: str | None = None, received_at: int | None = None
 ) -> RawEvent:
     """Avro or JSON bytes → RawEvent with every field present; raises DecodeError.
 
@@ -243,6 +247,8 @@ def decode_raw(
     and ``timestamp`` defaults to ``received_at``.
     """
     c = codec(registry.RAW_EVENT)
+    if value is None:
+        raise NotJsonError("RawEvent: no value (a tombstone record)")
     if value[:1] == b"\xc3":
         return cast(RawEvent, c.decode_avro(value))
     obj = c.load_object(value)
@@ -261,7 +267,7 @@ def encode_clean(event: CleanEvent | Mapping[str, Any]) -> bytes:
     return codec(registry.CLEAN_EVENT).encode(event)
 
 
-def decode_clean(value: bytes) -> CleanEvent:
+def decode_clean(value: bytes | None) -> CleanEvent:
     """Avro or JSON bytes → CleanEvent; raises DecodeError."""
     return cast(CleanEvent, codec(registry.CLEAN_EVENT).decode(value))
 
@@ -271,7 +277,7 @@ def encode_dropped(event: DroppedEvent | Mapping[str, Any]) -> bytes:
     return codec(registry.DROPPED_EVENT).encode(event)
 
 
-def decode_dropped(value: bytes) -> DroppedEvent:
+def decode_dropped(value: bytes | None) -> DroppedEvent:
     """Avro or JSON bytes → DroppedEvent; raises DecodeError."""
     return cast(DroppedEvent, codec(registry.DROPPED_EVENT).decode(value))
 
@@ -281,7 +287,7 @@ def encode_dlq(record: DlqRecord | Mapping[str, Any]) -> bytes:
     return codec(registry.DLQ_RECORD).encode(record)
 
 
-def decode_dlq(value: bytes) -> DlqRecord:
+def decode_dlq(value: bytes | None) -> DlqRecord:
     """Avro or JSON bytes → DlqRecord; raises DecodeError."""
     return cast(DlqRecord, codec(registry.DLQ_RECORD).decode(value))
 

@@ -120,8 +120,12 @@ def history(name: str) -> tuple[SchemaVersion, ...]:
     return tuple(sorted(versions, key=lambda v: v.version or 0))
 
 
+@cache
 def writers(name: str) -> dict[bytes, SchemaVersion]:
-    """Writer schemas a decoder of ``name`` accepts, by fingerprint (history + current)."""
+    """Writer schemas a decoder of ``name`` accepts, by fingerprint (history + current).
+
+    Built once; callers must not modify the returned mapping.
+    """
     known = {v.fingerprint: v for v in history(name)}
     cur = current(name)
     known[cur.fingerprint] = cur

@@ -229,6 +229,13 @@ def test_bytes_that_are_not_an_event(value: bytes, error: type, message: str) ->
     assert info.value.code == error.code
 
 
+def test_a_tombstone_is_a_decode_error() -> None:
+    with pytest.raises(schemas.NotJsonError, match="tombstone"):
+        schemas.decode_raw(None)
+    with pytest.raises(schemas.NotJsonError, match="tombstone"):
+        schemas.decode_dlq(None)
+
+
 def test_truncated_and_trailing_avro() -> None:
     value = schemas.encode_raw(raw(user_id="u1"))
     for cut in (HEADER_SIZE, HEADER_SIZE + 3, len(value) - 1):
