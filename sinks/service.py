@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -96,8 +97,22 @@ def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> Sink
     )
 
 
+def tune_gc() -> None:
+    """Fewer garbage collections while batches of 50k rows pile up.
+
+    A batch is hundreds of thousands of small acyclic containers (row tuples,
+    property lists, decoded dicts); with the default thresholds the collector
+    rescans them over and over, which measured as 2-3x slower row building.
+    Objects alive at start are frozen out of collection; young-generation
+    collections run every 50k allocations instead of 700.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_sink(settings: Settings, stop: threading.Event) -> None:
     """The ``eventsieve sink`` process: migrations, metrics endpoint, then the loop."""
+    tune_gc()
     metrics = SinkMetrics()
     if settings.sink.metrics_port:
         start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=metrics.registry)

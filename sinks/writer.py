@@ -148,6 +148,7 @@ class SinkWriter:
         self._revoked = False
         self._carry: list[Message] = []
         self._lag_at = 0.0
+        self._consumed = {t: self.metrics.records_consumed.labels(t) for t in self.routes}
 
     # -- Kafka group membership ------------------------------------------------
 
@@ -221,7 +222,7 @@ class SinkWriter:
             return
         topic = message.topic() or ""
         route = self.routes[topic]
-        self.metrics.records_consumed.labels(topic).inc()
+        self._consumed[topic].inc()
         try:
             value = message.value()
             if value is None:
@@ -338,19 +339,20 @@ class SinkWriter:
         self._done_tables.clear()
 
     def _update_lag(self) -> None:
+        """Refresh the lag gauge from local state only: never a broker round trip.
+
+        The partition ends come from the last fetch responses (``cached=True``)
+        and the positions from the consumer itself, so this costs microseconds.
+        """
         now = self.clock()
         if now - self._lag_at < _LAG_INTERVAL_S:
             return
         self._lag_at = now
         try:
-            assigned = self.consumer.assignment()
-            if not assigned:
-                return
-            committed = self.consumer.committed(assigned, timeout=2)
-            for tp in committed:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-                position = tp.offset if tp.offset >= 0 else _low
-                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, high - position))
+            for tp in self.consumer.position(self.consumer.assignment()):
+                _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self.metrics.lag.labels(tp.topic, str(tp.partition)).set(high - tp.offset)
         except KafkaException as exc:
             log.debug("lag not measured", error=str(exc))
 
