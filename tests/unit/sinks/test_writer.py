@@ -1,0 +1,292 @@
+"""The writer loop's decisions with in-memory stand-ins for Kafka and ClickHouse.
+
+The real broker and server are exercised in tests/integration/sinks/; here the
+order of effects (insert → DLQ → commit), pausing and retrying are checked
+step by step with a fake clock, so no test waits for a real interval.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+from schemas.codecs import encode_clean, encode_dropped
+from schemas.events import clean_event, dropped_event, new_raw_event
+from schemas.reasons import DropReason, Stage
+from sinks.batching import Backoff, FlushPolicy
+from sinks.dlq import DlqSender
+from sinks.errors import ClickHouseUnavailableError
+from sinks.metrics import SinkMetrics
+from sinks.writer import SinkWriter, routes_for
+
+T0 = 1_764_288_000_000
+CLEAN, DROPPED = "events.clean", "events.dropped"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Message:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes | None) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def headers(self) -> None:
+        return None
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, T0)
+
+
+class Consumer:
+    """Hands out queued messages; records pauses, resumes and commits in ``log``."""
+
+    def __init__(self, clock: Clock, log: list[Any]) -> None:
+        self.clock = clock
+        self.log = log
+        self.queue: list[Message] = []
+        self.assigned = [TopicPartition(CLEAN, 0), TopicPartition(DROPPED, 0)]
+        self.on_poll: Any = None
+
+    def consume(self, num: int, timeout: float) -> list[Message]:
+        taken, self.queue = self.queue[:num], self.queue[num:]
+        return taken
+
+    def poll(self, timeout: float) -> None:
+        self.clock.now += timeout  # waiting in poll is where time passes
+        if self.on_poll is not None:
+            self.on_poll()
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.assigned)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.log.append(("pause", len(partitions)))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.log.append(("resume", len(partitions)))
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert asynchronous is False
+        self.log.append(("commit", sorted((o.topic, o.partition, o.offset) for o in offsets)))
+
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return partitions
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return (0, -1)
+
+
+class ClickHouse:
+    """Accepts inserts after ``failures`` refusals; records what was inserted."""
+
+    def __init__(self, log: list[Any], failures: int = 0, fail_table: str | None = None) -> None:
+        self.log = log
+        self.failures = failures
+        self.fail_table = fail_table
+
+    def insert_columns(self, table: str, names: Any, columns: Any, token: str | None) -> int:
+        if self.failures and (self.fail_table is None or self.fail_table == table):
+            self.failures -= 1
+            self.log.append(("insert failed", table))
+            raise ClickHouseUnavailableError("Connection refused")
+        self.log.append(("insert", table, len(columns[0]), token))
+        return len(columns[0])
+
+    def close(self) -> None:
+        pass
+
+
+class Producer:
+    def __init__(self, log: list[Any], fail: int = 0) -> None:
+        self.log = log
+        self.fail = fail
+        self.callbacks: list[Any] = []
+
+    def produce(self, topic: str, key: Any, value: bytes, on_delivery: Any) -> None:
+        self.log.append(("dlq produce", topic))
+        self.callbacks.append(on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        callbacks, self.callbacks = self.callbacks, []
+        for callback in callbacks:
+            error = "broker down" if self.fail else None
+            callback(error, None)
+        if self.fail:
+            self.fail -= 1
+        self.log.append(("dlq flush",))
+        return 0
+
+
+def clean(i: int, **fields: Any) -> bytes:
+    raw = new_raw_event(
+        project="demo", name="signup", event_id=f"e{i}", timestamp=T0 + i, received_at=T0, **fields
+    )
+    return encode_clean(clean_event(raw, normalised_name="signup", user_key="u", decided_at=T0))
+
+
+def dropped(i: int) -> bytes:
+    raw = new_raw_event(project="demo", name="x", event_id=f"d{i}", timestamp=T0, received_at=T0)
+    return encode_dropped(dropped_event(raw, reason=DropReason.BOT, stage=Stage.BOT, decided_at=T0))
+
+
+def make_writer(
+    *, max_rows: int = 3, failures: int = 0, fail_table: str | None = None, dlq_fail: int = 0
+) -> tuple[SinkWriter, Consumer, list[Any], Clock]:
+    log: list[Any] = []
+    clock = Clock()
+    consumer = Consumer(clock, log)
+    writer = SinkWriter(
+        consumer=consumer,  # type: ignore[arg-type]
+        clickhouse=ClickHouse(log, failures, fail_table),  # type: ignore[arg-type]
+        dlq=DlqSender(Producer(log, dlq_fail), "events.dlq"),  # type: ignore[arg-type]
+        routes=routes_for(CLEAN, DROPPED),
+        policy=FlushPolicy(max_rows=max_rows, max_interval_s=1.0),
+        backoff=Backoff(0.5, 4.0, rng=random.Random(1)),
+        metrics=SinkMetrics(),
+        clock=clock,
+    )
+    return writer, consumer, log, clock
+
+
+def test_a_full_batch_is_inserted_then_committed_one_past_the_last_offset() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=3)
+    consumer.queue = [
+        Message(CLEAN, 0, 10, clean(1)),
+        Message(CLEAN, 0, 11, clean(2)),
+        Message(DROPPED, 0, 7, dropped(1)),
+    ]
+    writer.step()
+    assert [entry[0] for entry in log] == ["insert", "commit"]
+    assert log[0][1:3] == ("events", 3)
+    assert log[1] == ("commit", [(CLEAN, 0, 12), (DROPPED, 0, 8)])
+    assert writer.records == 0
+
+
+def test_a_partial_batch_waits_for_the_interval() -> None:
+    writer, consumer, log, clock = make_writer(max_rows=100)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1))]
+    writer.step()
+    assert log == []
+    clock.now += 0.5
+    writer.step()
+    assert log == []
+    clock.now += 0.5
+    writer.step()
+    assert [entry[0] for entry in log] == ["insert", "commit"]
+
+
+def test_clickhouse_down_pauses_retries_and_commits_only_after_the_insert() -> None:
+    writer, consumer, log, clock = make_writer(max_rows=2, failures=3)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1)), Message(CLEAN, 0, 1, clean(2))]
+    started = clock.now
+    writer.step()
+    kinds = [entry[0] for entry in log]
+    assert kinds == [
+        "insert failed",
+        "pause",
+        "insert failed",
+        "insert failed",
+        "insert",
+        "commit",
+        "resume",
+    ]
+    # Backoff with jitter: waits of at least 0.25 + 0.5 + 1.0 seconds between attempts.
+    assert clock.now - started >= 1.75
+    assert writer.metrics.retries._value.get() == 3
+    assert writer.metrics.paused._value.get() == 0
+
+
+def test_the_same_token_is_sent_when_a_batch_is_retried() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=1, failures=1)
+    consumer.queue = [Message(CLEAN, 0, 5, clean(1))]
+    writer.step()
+    inserts = [entry for entry in log if entry[0] == "insert"]
+    assert len(inserts) == 1
+    again, consumer2, log2, _ = make_writer(max_rows=1)
+    consumer2.queue = [Message(CLEAN, 0, 5, clean(1))]
+    again.step()
+    assert next(e for e in log2 if e[0] == "insert")[3] == inserts[0][3]
+
+
+def test_tables_written_before_a_failure_are_not_written_again() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=1, failures=2, fail_table="user_updates")
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1, user_id="u1", display_name="Ann"))]
+    writer.step()
+    inserted = [entry[1] for entry in log if entry[0] == "insert"]
+    assert inserted == ["events", "user_updates"]
+    assert log[-2][0] == "commit"
+
+
+def test_a_poison_record_goes_to_the_dlq_before_the_commit_and_the_batch_goes_on() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=3)
+    consumer.queue = [
+        Message(CLEAN, 0, 0, clean(1)),
+        Message(CLEAN, 0, 1, b"\xc3\x01garbage"),
+        Message(CLEAN, 0, 2, None),
+    ]
+    writer.step()
+    kinds = [entry[0] for entry in log]
+    assert kinds == ["dlq produce", "dlq produce", "insert", "dlq flush", "commit"]
+    assert log[2][1:3] == ("events", 1)
+    assert log[-1] == ("commit", [(CLEAN, 0, 3)])
+
+
+def test_an_unacknowledged_dlq_record_blocks_the_commit_until_it_is_sent_again() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=1, dlq_fail=1)
+    consumer.queue = [Message(CLEAN, 0, 0, b"not an event")]
+    writer.step()
+    kinds = [entry[0] for entry in log]
+    assert kinds.index("commit") > kinds.index("dlq flush")
+    assert kinds.count("dlq produce") == 2  # sent again after the failed delivery
+    assert kinds.count("commit") == 1
+
+
+def test_a_revoke_during_an_outage_discards_the_uncommitted_batch() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=1, failures=100)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1))]
+    consumer.on_poll = lambda: writer._on_revoke(consumer, consumer.assigned)  # type: ignore[arg-type]
+    writer.step()
+    assert "commit" not in [entry[0] for entry in log]
+    assert writer.records == 0
+    assert writer.batch.rows == 0
+    assert not writer.offsets
+
+
+@pytest.mark.parametrize("records", [0, 1])
+def test_flush_of_nothing_commits_nothing(records: int) -> None:
+    writer, consumer, log, clock = make_writer(max_rows=10)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1))][:records]
+    writer.step()
+    clock.now += 5
+    writer.step()
+    writer.step()
+    assert [entry[0] for entry in log].count("commit") == records
