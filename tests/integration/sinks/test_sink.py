@@ -36,6 +36,7 @@ from sinks.metrics import SinkMetrics
 from sinks.service import build_writer, migrate_when_ready
 
 ROOT = Path(__file__).resolve().parents[3]
+CLI = (sys.executable, "-c", "from eventsieve.cli import main; main()")
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 # Every event below falls in this range.
 SPAN = queries.TimeRange(
@@ -148,7 +149,7 @@ class SinkProcess:
     def start(self) -> SinkProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-c", "from eventsieve.cli import main; main()", "sink"],
+                [*CLI, "sink"],
                 env=self.env,
                 cwd=ROOT,
                 stdout=out,
@@ -249,6 +250,20 @@ def test_n_events_give_n_rows_and_a_fresh_group_replay_counts_nothing_twice(
     assert distinct_events(ch) == accepted + dropped_n
     assert queries.project_stats(ch, "demo", SPAN) == stats
 
+    # What an operator sees.
+    shown = subprocess.run(
+        [*CLI, "stats", "-p", "demo", "--from", "2025-01-01", "--to", "2027-01-01"],
+        env=second.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert f"accepted {accepted:,}" in shown
+    assert f"dropped {dropped_n:,}" in shown
+    assert "unique users 37" in shown
+
 
 def test_kill_9_between_insert_and_commit_loses_and_doubles_nothing(
     test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
@@ -276,13 +291,11 @@ def test_kill_9_between_insert_and_commit_loses_and_doubles_nothing(
 
 @pytest.fixture
 def private_clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
-    """A ClickHouse server of this test alone, so it can be stopped and started."""
+    """A ClickHouse server of this test alone (not started yet), stopped at the end."""
     stack = StackSettings(
         dir=tmp_path / "stack", clickhouse_port=free_port(), clickhouse_http_port=free_port()
     )
     server = ClickHouseServer(stack)
-    server.start()
-    server.wait_ready(60)
     yield server
     server.stop()
 
@@ -298,7 +311,12 @@ def test_clickhouse_outage_under_load_loses_nothing_and_the_sink_survives(
     bootstrap = test_settings.kafka.bootstrap_servers or ""
     topic = test_settings.topics.clean
     group = f"sink-{uuid.uuid4().hex[:8]}"
+    # The sink starts before ClickHouse does: it waits for it, it does not exit.
     sink = sinks(test_settings, group, clickhouse_url=url).start()
+    wait_until(lambda: "ClickHouse not ready" in sink.output(), 60, "the sink to wait")
+    assert sink.alive()
+    private_clickhouse.start()
+    private_clickhouse.wait_ready(60)
 
     chunks, per_chunk = 12, 500
     loaded = threading.Event()

@@ -263,3 +263,17 @@ def test_newest_profile_fields_win_whatever_the_arrival_order(ch: ChdbClickHouse
 )
 def test_property_resolution(state: tuple, expected: str | None) -> None:
     assert queries.resolve_property(*state) == expected
+
+
+def test_insert_tokens_deduplicate_retried_blocks_on_current_servers(ch: ChdbClickHouse) -> None:
+    migrate(ch)
+    db = ch.database
+    insert = f"INSERT INTO {db}.user_property_updates_probe SETTINGS insert_deduplication_token = "
+    ch.execute(
+        f"CREATE TABLE {db}.user_property_updates_probe (x UInt8) ENGINE = MergeTree "
+        f"ORDER BY x {Target(db, ch.features()).table_settings()}"
+    )
+    ch.execute(insert + "'batch-1' VALUES (1)")
+    ch.execute(insert + "'batch-1' VALUES (2)")  # a retry: same token, dropped
+    ch.execute(insert + "'batch-2' VALUES (2)")
+    assert ch.execute(f"SELECT x FROM {db}.user_property_updates_probe ORDER BY x") == [(1,), (2,)]
