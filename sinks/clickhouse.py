@@ -65,13 +65,12 @@ class ClickHouse:
     ) -> int:
         """Insert one block given column by column; returns the rows sent.
 
-        ``token`` becomes ``insert_deduplication_token`` on servers that know it.
+        ``token`` becomes ``insert_deduplication_token`` on servers that know it
+        (see ``ServerFeatures.insert_settings``).
         """
         if not columns or not columns[0]:
             return 0
-        settings: dict[str, Any] = {}
-        if token is not None and self.features().insert_dedup_token:
-            settings["insert_deduplication_token"] = token
+        settings = self.features().insert_settings(token)
         column_list = ", ".join(quote_identifier(n) for n in names)
         sql = (
             f"INSERT INTO {quote_identifier(self.database)}.{quote_identifier(table)} "

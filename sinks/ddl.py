@@ -51,6 +51,9 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # insert_deduplication_token (22.2) and the non_replicated_deduplication_window
 # table setting both exist from 22.2 on; older servers reject them.
 DEDUP_TOKEN_SINCE = (22, 2)
+# max_partitions_per_insert_block is unknown to 18.x (which has no such limit);
+# 20.1 is a version known to have it, so nothing older is sent the setting.
+PARTITION_LIMIT_SINCE = (20, 1)
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,26 @@ class ServerFeatures:
     def insert_dedup_token(self) -> bool:
         """True when inserts may carry ``insert_deduplication_token``."""
         return self.version >= DEDUP_TOKEN_SINCE
+
+    @property
+    def partition_limit_setting(self) -> bool:
+        """True when the server limits partitions per insert (and the limit can be lifted)."""
+        return self.version >= PARTITION_LIMIT_SINCE
+
+    def insert_settings(self, token: str | None) -> dict[str, object]:
+        """Settings of one batch insert on this server.
+
+        A batch of historical events (a backfill, a replay) can span more
+        months than the default limit of 100 partitions per insert; the
+        server would refuse that batch on every retry and stall the sink, so
+        the limit is lifted where the setting exists.
+        """
+        settings: dict[str, object] = {}
+        if token is not None and self.insert_dedup_token:
+            settings["insert_deduplication_token"] = token
+        if self.partition_limit_setting:
+            settings["max_partitions_per_insert_block"] = 0
+        return settings
 
 
 @dataclass(frozen=True)

@@ -277,3 +277,24 @@ def test_insert_tokens_deduplicate_retried_blocks_on_current_servers(ch: ChdbCli
     ch.execute(insert + "'batch-1' VALUES (2)")  # a retry: same token, dropped
     ch.execute(insert + "'batch-2' VALUES (2)")
     assert ch.execute(f"SELECT x FROM {db}.user_property_updates_probe ORDER BY x") == [(1,), (2,)]
+
+
+def test_insert_settings_follow_the_server_version() -> None:
+    assert ServerFeatures.parse("18.16.1").insert_settings("tok") == {}
+    assert ServerFeatures.parse("26.9.2.1").insert_settings("tok") == {
+        "insert_deduplication_token": "tok",
+        "max_partitions_per_insert_block": 0,
+    }
+
+
+def test_a_batch_spanning_many_months_is_accepted(ch: ChdbClickHouse) -> None:
+    migrate(ch)
+    settings = ", ".join(f"{k} = {v!r}" for k, v in ch.features().insert_settings(None).items())
+    # 150 months of history in one block: above the server's default limit of 100.
+    ch.execute(
+        f"INSERT INTO {ch.database}.events (project, event_time, event_id, decision) "
+        f"SETTINGS {settings} "
+        "SELECT 'demo', toDateTime('2010-01-15 00:00:00') + number * 2678400, "
+        "toString(number), 'accepted' FROM numbers(150)"
+    )
+    assert ch.scalar(f"SELECT uniqExact(toYYYYMM(event_time)) FROM {ch.database}.events") == 150
