@@ -228,9 +228,15 @@ class SinkWriter:
             if value is None:
                 raise RowError("empty_value", "record has no value")
             self.batch.add(route.decode(value), route.decision)
-        except (DecodeError, RowError) as exc:
-            error_type = getattr(exc, "error_type", None) or _snake(type(exc).__name__)
-            self.dlq.send(message, error_type, str(exc))
+        except Exception as exc:
+            # Any failure to turn this one record into rows is the record's
+            # problem, not the batch's: a crash here would crash-loop on it.
+            if isinstance(exc, DecodeError | RowError):
+                error_type = getattr(exc, "error_type", None) or _snake(type(exc).__name__)
+            else:
+                error_type = "unexpected_" + _snake(type(exc).__name__)
+                log.error("record could not be converted", exc_info=True)
+            self.dlq.send(message, error_type, f"{type(exc).__name__}: {exc}")
             self.metrics.dlq_records.labels(error_type).inc()
             log.warning(
                 "record to DLQ",

@@ -20,7 +20,8 @@ from sinks.batching import Backoff, FlushPolicy
 from sinks.dlq import DlqSender
 from sinks.errors import ClickHouseUnavailableError
 from sinks.metrics import SinkMetrics
-from sinks.writer import SinkWriter, routes_for
+from sinks.rows import Decision
+from sinks.writer import Route, SinkWriter, routes_for
 
 T0 = 1_764_288_000_000
 CLEAN, DROPPED = "events.clean", "events.dropped"
@@ -290,3 +291,17 @@ def test_flush_of_nothing_commits_nothing(records: int) -> None:
     writer.step()
     writer.step()
     assert [entry[0] for entry in log].count("commit") == records
+
+
+def test_an_unexpected_conversion_error_sends_the_record_to_the_dlq_not_the_sink_down() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=2)
+
+    def broken(value: bytes) -> dict:
+        raise KeyError("surprise")
+
+    writer.routes[CLEAN] = Route(broken, Decision.ACCEPTED)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1)), Message(DROPPED, 0, 0, dropped(1))]
+    writer.step()
+    kinds = [entry[0] for entry in log]
+    assert kinds == ["dlq produce", "insert", "dlq flush", "commit"]
+    assert writer.metrics.dlq_records.labels("unexpected_key")._value.get() == 1
