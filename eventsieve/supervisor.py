@@ -48,6 +48,8 @@ class Supervisor:
         self.out = out
         self.grace_s = grace_s
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if out.isatty():  # children write to a pipe, but a person reads the lines
+            self.env.setdefault("EVENTSIEVE_LOG_FORMAT", "console")
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
