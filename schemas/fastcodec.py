@@ -185,6 +185,10 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{inner}if {count} < 0:",
             f"{inner}    {count} = -{count}",
             f"{inner}    _size, pos = read_long(buf, pos)",
+            # Every item takes at least one byte (arrays of null aside): a larger
+            # count is corrupt input, refused before it spins through a huge loop.
+            f"{inner}if {count} > len(buf):",
+            f"{inner}    raise MalformedAvroError(f'block of {{{count}}} items, value too short')",
             f"{inner}for _ in range({count}):",
         ]
         body = inner + "    "

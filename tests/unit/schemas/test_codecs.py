@@ -315,3 +315,13 @@ def test_encode_errors_are_eventsieve_errors() -> None:
     with pytest.raises(schemas.EncodeError, match="missing required field 'event_id'") as info:
         schemas.encode_raw({"project": "p"})
     assert isinstance(info.value, EventsieveError)
+
+
+def test_json_and_avro_decode_every_valid_event_alike(records: Any) -> None:
+    @settings(max_examples=50, deadline=None)
+    @given(records(registry.current(registry.RAW_EVENT).schema))
+    def check(event: dict[str, Any]) -> None:
+        as_json = schemas.decode_raw(orjson.dumps(event))
+        assert as_json == schemas.decode_raw(schemas.encode_raw(event)) == event
+
+    check()

@@ -123,6 +123,13 @@ def test_truncated_and_malformed_input() -> None:
     union = {"type": "record", "name": "U", "fields": [{"name": "u", "type": ["null", "long"]}]}
     with pytest.raises(MalformedAvroError, match="union index"):
         compile_decoder(union)(b"\x06", 0)
+    nulls = {
+        "type": "record",
+        "name": "N",
+        "fields": [{"name": "a", "type": {"type": "array", "items": "null"}}],
+    }
+    with pytest.raises(MalformedAvroError, match="block of"):
+        compile_decoder(nulls)(long_bytes(2**62), 0)  # would loop 2**62 times
     boolean = {"type": "record", "name": "B", "fields": [{"name": "b", "type": "boolean"}]}
     with pytest.raises(MalformedAvroError, match="boolean"):
         compile_decoder(boolean)(b"\x07", 0)
