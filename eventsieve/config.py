@@ -17,6 +17,7 @@ a key is an error that names the key rather than a silently ignored setting.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -367,3 +368,48 @@ def _problems(exc: ValidationError) -> dict[str, str]:
         key = ".".join(str(part) for part in error["loc"]) or "(root)"
         problems[key] = error["msg"]
     return problems
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """Environment variables that make a child process load exactly ``settings``.
+
+    How a supervisor or a test hands its (possibly modified) Settings to
+    ``eventsieve serve|worker|sink`` subprocesses: every field of every section
+    as ``EVENTSIEVE_<SECTION>__<KEY>`` (secrets unmasked, lists and tables as
+    JSON), projects as one JSON value. Environment beats the config file, so
+    the child sees these values whatever file it reads.
+    """
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, BaseModel):
+            for key in type(value).model_fields:
+                field = getattr(value, key)
+                if field is not None:
+                    env[f"EVENTSIEVE_{name.upper()}__{key.upper()}"] = _env_value(field)
+        else:
+            env[f"EVENTSIEVE_{name.upper()}"] = _env_value(value)
+    return env
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, str | Path | int | float) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(_plain(value))
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data with secrets unmasked (model_dump would mask them)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, tuple | list | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from eventsieve.config import load_settings
+from eventsieve.config import load_settings, settings_environment
 from eventsieve.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "eventsieve.toml"
@@ -82,3 +82,17 @@ def test_settings_are_frozen_and_secrets_masked():
     with pytest.raises(ValueError, match="frozen"):
         settings.topics.raw = "x"  # type: ignore[misc]
     assert "change-me" not in repr(settings)
+
+
+def test_settings_travel_to_a_child_process_through_the_environment(tmp_path, monkeypatch):
+    original = load_settings(EXAMPLE)
+    changed = original.model_copy(
+        update={
+            "topics": original.topics.model_copy(update={"raw": "t1.raw", "partitions": 3}),
+            "kafka": original.kafka.model_copy(update={"bootstrap_servers": "10.1.2.3:9092"}),
+        }
+    )
+    for key, value in settings_environment(changed).items():
+        monkeypatch.setenv(key, value)
+    other_file = write(tmp_path, '[topics]\nraw = "from.file"\n')
+    assert load_settings(other_file) == changed
