@@ -1,17 +1,22 @@
 """Avro binary encoders and decoders generated per schema: the hot path.
 
 fastavro interprets the schema for every datum (dictionary look-ups per
-field), which costs about 1 µs per field here: a 32-field RawEvent took
-~30 µs each way, far from the 100k events/s a core must sustain. This module
-turns a record schema into straight-line Python once (``compile_decoder``,
-``compile_encoder``), one statement per field, which is several times faster.
+field): on the reference machine a 32-field RawEvent took ~25-45 µs each way,
+far from the 100k events/s a core should sustain. This module turns a record
+schema into straight-line Python once (``compile_decoder``,
+``compile_encoder``), a few statements per field, which measured 2-3x faster
+(bench/bench_codecs.py prints both).
 
 It supports the types eventsieve's schemas use: null, boolean, int, long,
 float, double, string, bytes, records, arrays, maps and unions (any branches,
-so that ``["null", T]`` is cheap). Anything else raises ``NotImplementedError``
-at compile time. Schema resolution between versions is not done here: the
-codec module resolves simple cases itself and falls back to fastavro for the
-rest. Unit tests check that the bytes are identical to fastavro's.
+so that ``["null", T]`` is cheap), with records defined inline. Anything else
+(enums, fixed, references to a named type by its name) raises
+``NotImplementedError`` or ``KeyError`` at compile time, so an unsupported
+schema fails when the codec is built, never on a record.
+
+Schema resolution between versions is not done here: the codec module
+resolves simple cases itself and falls back to fastavro for the rest. Unit
+tests check that the bytes are identical to fastavro's, both ways.
 """
 
 from __future__ import annotations
@@ -81,7 +86,6 @@ class _Gen:
     """Accumulates generated source lines with indentation and unique names."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
         self.counter = 0
         self.functions: list[str] = []
 
