@@ -159,15 +159,20 @@ class Publisher:
                     raise PublishError(
                         f"produce failed: {exc}", self._retry_after, exc.args[0]
                     ) from exc
-        # librdkafka fails the records after message.timeout.ms; the extra second
-        # is only a backstop should a report never arrive.
+        # librdkafka fails the records after message.timeout.ms; this timer is only
+        # a backstop should a report never arrive (cheaper than wait_for per request).
+        timer = loop.call_later(self._timeout + 1.0, self._expire, future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), self._timeout + 1.0)
-        except TimeoutError:
-            raise self._unavailable("no acknowledgement from Kafka in time") from None
+            await future
         except PublishError as exc:
             exc.retry_after = self._retry_after
             raise
+        finally:
+            timer.cancel()
+
+    def _expire(self, future: asyncio.Future[None]) -> None:
+        if not future.done():
+            future.set_exception(self._unavailable("no acknowledgement from Kafka in time"))
 
     def _unavailable(self, why: str) -> PublishError:
         return PublishError(f"Kafka unavailable: {why}", self._retry_after)

@@ -60,6 +60,9 @@ def serve(
         access_log=False,  # producers.app.AccessLog writes structured lines instead
         log_config=None,
         server_header=False,
+        # X-Forwarded-For is judged by producers.edge against [server] trusted_proxies;
+        # uvicorn's own proxy handling would trust loopback peers behind our back.
+        proxy_headers=False,
         date_header=False,
         # Slightly above the delivery timeout: in-flight requests finish on shutdown.
         timeout_graceful_shutdown=int(server.delivery_timeout_s) + 5,

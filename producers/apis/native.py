@@ -24,7 +24,7 @@ from producers.parsing import (
     optional_str,
     timestamp,
 )
-from schemas.events import new_event_id
+from producers.records import new_event_id
 from schemas.reasons import EventKind, Source
 
 MAX_ID_CHARS = 255
@@ -90,7 +90,7 @@ def event_from_json(data: Any, prefix: str = "", idempotency_key: str | None = N
     """One native event; ``prefix`` locates it in a batch (``events[3].``)."""
     if not isinstance(data, dict):
         raise Invalid(prefix.rstrip(".") or "body", "must be an object")
-    kind_text = data.get("kind", EventKind.TRACK.value)
+    kind_text = data.get("kind", "track")
     kind = _KINDS.get(kind_text) if isinstance(kind_text, str) else None
     if kind is None:
         raise Invalid(f"{prefix}kind", f"must be one of {', '.join(_KINDS)}")
@@ -120,7 +120,8 @@ def event_from_json(data: Any, prefix: str = "", idempotency_key: str | None = N
             data.get("user_properties_unset"), f"{prefix}user_properties_unset"
         ),
         client_time=timestamp(data.get("timestamp"), f"{prefix}timestamp"),
-        event_id=_str(data, "event_id", prefix, 128),
+        # Ids are assigned here, not at encoding, so the answer can name them.
+        event_id=_str(data, "event_id", prefix, 128) or new_event_id(),
         context_id=_str(data, "context_id", prefix),
         order_id=_str(data, "order_id", prefix),
         idempotency_key=_str(data, "idempotency_key", prefix) or idempotency_key,
@@ -147,19 +148,11 @@ def parse_events(request: HttpRequest, ctx: ParseContext) -> Parsed:
             submissions = (event_from_json(body, "", key),)
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    # Ids are assigned here, not at encoding, so the answer can name them.
-    submissions = tuple(s if s.event_id else _with_event_id(s, new_event_id()) for s in submissions)
     reply = Reply(
         202,
         json_bytes({"accepted": len(submissions), "event_ids": [s.event_id for s in submissions]}),
     )
     return Parsed((project,), submissions, reply)
-
-
-def _with_event_id(submission: Submission, event_id: str) -> Submission:
-    from dataclasses import replace
-
-    return replace(submission, event_id=event_id)
 
 
 ROUTES: tuple[Route, ...] = (

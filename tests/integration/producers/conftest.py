@@ -101,6 +101,7 @@ def serve() -> Iterator[Callable[[Settings], RunningEndpoint]]:
             lifespan="on",
             access_log=False,
             log_config=None,
+            proxy_headers=False,
         )
         server = _Server(config)
         thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

@@ -7,6 +7,9 @@ import vero
 from vemetric import VemetricClient
 from vero.client import Endpoint, VeroEndpoints
 
+# A hung broker or server fails the test instead of stalling the suite.
+pytestmark = pytest.mark.timeout(120)
+
 
 def test_vemetric_python_sdk(make_settings, serve, read_raw, caplog):
     ep = serve(make_settings())

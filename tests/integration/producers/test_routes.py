@@ -6,6 +6,9 @@ import httpx
 import orjson
 import pytest
 
+# A hung broker or server fails the test instead of stalling the suite.
+pytestmark = pytest.mark.timeout(120)
+
 NATIVE = {"Authorization": "Bearer demo-public-token"}
 VIBE = {"Authorization": "Bearer demo-secret-key"}
 

@@ -80,7 +80,7 @@ async def client(
     # A frozen monotonic clock: rate-limit buckets never refill during a test.
     endpoint = build_endpoint(cfg, publisher=publisher, monotonic=lambda: 1000.0)
     app = create_app(endpoint)
-    async with app.router.lifespan_context(app):
+    async with app.fallback.router.lifespan_context(app.fallback):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))
         async with httpx.AsyncClient(transport=transport, base_url="http://es") as http:
             yield http, made[0], endpoint

@@ -8,7 +8,7 @@ from eventsieve.config import ProjectSettings
 from producers.edge import EdgeContext
 from producers.model import Submission
 from producers.projects import ProjectDirectory, hash_key
-from producers.records import raw_event, record
+from producers.records import new_event_id, raw_event, record
 from schemas.canonical import visitor_id
 from schemas.codecs import decode_raw
 from schemas.reasons import EventKind, Source
@@ -101,3 +101,18 @@ def test_directory_lookups_are_per_kind():
     assert directory.by_server_key("s") == "a"
     assert directory.by_token("s") is None
     assert directory.by_domain("shop.example") == directory.by_domain("www.SHOP.example") == "a"
+
+
+def test_event_ids_are_uuid4_text():
+    import uuid
+
+    ids = {new_event_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
+
+
+def test_raw_event_has_exactly_the_schema_fields():
+    from schemas.events import RAW_DEFAULTS
+
+    event = raw_event(Submission(Source.NATIVE, EventKind.TRACK, "x"), "p", EDGE, "s")
+    assert set(event) == {"event_id", "project", "name", "timestamp", "received_at", *RAW_DEFAULTS}
