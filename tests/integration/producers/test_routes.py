@@ -384,3 +384,20 @@ def test_kafka_down_is_503_never_2xx(make_settings, serve):
         assert response.headers["retry-after"]
     assert native.headers["retry-after"] == "3"
     assert native.json()["error"]["code"] == "unavailable"
+
+
+def test_forwarded_for_only_from_trusted_proxies_and_body_cap(make_settings, serve, read_raw):
+    proxied = serve(make_settings(trusted_proxies=("127.0.0.1/32",), max_body_bytes=2048))
+    direct = serve(make_settings())
+    xff = {**NATIVE, "X-Forwarded-For": "6.6.6.6, 198.51.100.23", "CF-IPCountry": "NL"}
+    with httpx.Client(base_url=proxied.url) as http:
+        assert http.post("/v1/events", headers=xff, json={"name": "via_proxy"}).status_code == 202
+        big = http.post("/v1/events", headers=NATIVE, json={"name": "x", "url": "u" * 4096})
+        assert big.status_code == 413
+        assert big.json()["error"]["field"] == "body"
+    with httpx.Client(base_url=direct.url) as http:
+        assert http.post("/v1/events", headers=xff, json={"name": "direct"}).status_code == 202
+    ((_, via_proxy),) = read_raw(proxied.topic)
+    assert (via_proxy["ip"], via_proxy["country"]) == ("198.51.100.23", "NL")
+    ((_, from_client),) = read_raw(direct.topic)
+    assert (from_client["ip"], from_client["country"]) == ("127.0.0.1", None)
