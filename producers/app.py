@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+from confluent_kafka import KafkaError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -106,6 +107,16 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# librdkafka's local size check and the broker's answers for an oversized record.
+_TOO_LARGE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
+
+
+def _too_large_for_kafka(exc: PublishError) -> bool:
+    error = exc.kafka_error
+    code = error.code() if isinstance(error, KafkaError) else None
+    return code in _TOO_LARGE_CODES
 
 
 def _answer(reply: Reply | Rejection, extra: dict[str, str] | None = None) -> Answer:
@@ -195,6 +206,10 @@ class RouteHandler:
             await endpoint.publisher.publish(records)
         except PublishError as exc:
             log.warning("publish_failed", route=route.label, error=str(exc))
+            if _too_large_for_kafka(exc):
+                # A record over the broker's size limit fails on every retry: a 503
+                # would invite the client to retry forever, so it is the client's 413.
+                raise route.errors.too_large(self.max_body) from None
             raise route.errors.unavailable(int(exc.retry_after)) from None
         endpoint.metrics.produce_seconds.observe(time.perf_counter() - started)
         self._accepted.inc(len(records))

@@ -221,3 +221,20 @@ def test_pings_need_no_credentials(path):
             assert producer.records == []
 
     run(scenario())
+
+
+def test_a_record_too_large_for_kafka_is_the_clients_413_not_a_503():
+    async def scenario() -> None:
+        async with client(settings(access_log=False)) as (http, producer, _):
+
+            def refuse(*args: Any, **kwargs: Any) -> None:
+                from confluent_kafka import KafkaException
+
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+
+            producer.produce = refuse  # type: ignore[method-assign]
+            response = await http.post("/api/v1/events", json=EVENT, headers=VIBE)
+            assert response.status_code == 413
+            assert orjson.loads(response.content)["errors"][0]["field"] == "body"
+
+    run(scenario())
