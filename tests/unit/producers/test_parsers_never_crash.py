@@ -1,4 +1,7 @@
-"""Whatever the body, a parser answers with a Parsed or a Rejection: never a crash (5xx)."""
+"""Whatever the body, a parser answers with a Parsed or a Rejection: never a crash (5xx).
+
+And whatever a parser accepts encodes as a valid RawEvent record.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producers.apis import ALL_ROUTES
+from producers.edge import EdgeContext
 from producers.errors import Rejection
 from producers.model import Parsed
+from producers.records import RecordBuilder
+from schemas.codecs import decode_raw
 
 _json = st.recursive(
     st.none()
@@ -85,3 +91,8 @@ def test_parser_total(route, make_request, ctx, body):
         assert 400 <= outcome.status < 500
     else:
         assert isinstance(outcome, Parsed)
+        edge = EdgeContext(request.received_at, ip="198.51.100.1", user_agent="UA")
+        records = RecordBuilder("salt").build(outcome.project_ids, outcome.submissions, edge)
+        assert len(records) == len(outcome.project_ids) * len(outcome.submissions)
+        for rec in records:
+            assert decode_raw(rec.value) == rec.event
