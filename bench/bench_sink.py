@@ -18,6 +18,8 @@ Other work on the machine skews the figures: the load average is printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import multiprocessing
 import os
 import threading
@@ -33,6 +35,7 @@ from eventsieve.kafka import ensure_topics
 from eventsieve.services import clickhouse_url, kafka_bootstrap
 from schemas.codecs import decode_clean, encode_clean
 from schemas.events import clean_event, new_raw_event
+from sinks import queries
 from sinks.clickhouse import ClickHouse
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
@@ -197,6 +200,15 @@ def main() -> None:
             f"{args.events / elapsed:,.0f} rows/s (includes consumer start and group join)"
         )
         print(f"distinct event_ids in ClickHouse: {rows:,}; load average after: {load:.2f}")
+        span = queries.TimeRange(
+            dt.datetime(2025, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+        )
+        t = time.perf_counter()
+        result = queries.project_stats(ch, "project-0", span)
+        print(
+            f"stats of one project ({result.accepted:,} events, exact, unmerged parts): "
+            f"{(time.perf_counter() - t) * 1000:.0f} ms"
+        )
         per_stage = stages(min(args.batch, 50_000), ch)
         print(
             "single-threaded stages (rows/s): "
@@ -205,9 +217,12 @@ def main() -> None:
     finally:
         ch.execute(f"DROP DATABASE IF EXISTS {database}")
         ch.close()
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
-            [topic, topic.replace("clean", "dropped"), topic + ".dlq"]
+        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+            [topic, topic.replace("clean", "dropped"), topic + ".dlq"], operation_timeout=30
         )
+        for future in futures.values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=60)
 
 
 if __name__ == "__main__":
