@@ -72,8 +72,7 @@ class Supervisor:
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            for program in self.programs:
-                self._start(program)
+            self.start()
             exited = self._wait_for_exit()
         finally:
             self.stop_all()
@@ -84,6 +83,18 @@ class Supervisor:
         name, code = exited
         self.emit(name, f"exited with code {code}; stopped the others")
         return code or 1
+
+    def start(self) -> None:
+        """Start every program (non-blocking); pair with :meth:`stop_all`."""
+        for program in self.programs:
+            self._start(program)
+
+    def exited(self) -> tuple[str, int] | None:
+        """The first child found to have exited, with its code, or None."""
+        for name, child in self.children.items():
+            if (code := child.poll()) is not None:
+                return name, code
+        return None
 
     def _start(self, program: Program) -> None:
         child = subprocess.Popen(
@@ -104,9 +115,8 @@ class Supervisor:
 
     def _wait_for_exit(self) -> tuple[str, int] | None:
         while not self._stop.is_set():
-            for name, child in self.children.items():
-                if (code := child.poll()) is not None:
-                    return name, code
+            if (exited := self.exited()) is not None:
+                return exited
             self._stop.wait(0.2)
         return None
 

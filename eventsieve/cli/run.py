@@ -8,32 +8,28 @@ three processes and the stack services this run started.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from eventsieve.cli.context import CliState, settings_of
 from eventsieve.config import Settings
-from eventsieve.errors import ServiceError
-from eventsieve.kafka import ensure_eventsieve_topics
+from eventsieve.pipeline import endpoint_url, prepare, programs
 from eventsieve.stack import LocalStack
-from eventsieve.supervisor import Program, Supervisor
+from eventsieve.supervisor import Supervisor
 
 console = Console(highlight=False)
 
 
-def _argv(ctx: typer.Context, *command: str) -> list[str]:
+def config_of(ctx: typer.Context) -> Path | None:
     state = ctx.find_root().obj
-    config = state.config_path if isinstance(state, CliState) else None
-    flags = ["--config", str(config)] if config else []
-    return [sys.executable, "-m", "eventsieve", *flags, *command]
+    return state.config_path if isinstance(state, CliState) else None
 
 
 def banner(settings: Settings) -> str:
     """What a newcomer needs once the system is up: where to send, how to look."""
-    base = f"http://{settings.server.host}:{settings.server.port}"
+    base = endpoint_url(settings)
     project = settings.projects[0] if settings.projects else None
     token = project.tokens[0] if project and project.tokens else "<project token>"
     domain = project.domains[0] if project and project.domains else "example.com"
@@ -65,18 +61,9 @@ def run(ctx: typer.Context) -> None:
         console.print("starting the local stack (the first run fetches Kafka's jars)...")
     started = stack.up()
     try:
-        ensure_eventsieve_topics(settings)
-        migrated = subprocess.run(_argv(ctx, "migrate"), check=False)
-        if migrated.returncode != 0:
-            raise ServiceError("migrating ClickHouse failed (see above)")
+        prepare(settings, config_of(ctx))
         console.print(banner(settings))
-        code = Supervisor(
-            [
-                Program("producer", _argv(ctx, "serve")),
-                Program("worker", _argv(ctx, "worker")),
-                Program("sink", _argv(ctx, "sink")),
-            ]
-        ).run()
+        code = Supervisor(programs(config_of(ctx))).run()
     finally:
         for service in stack.managed:
             if service.name in started:
