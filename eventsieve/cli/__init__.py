@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import run, serve, sink, stack, topics, worker
+from eventsieve.cli import demo, run, serve, sink, stack, topics, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -43,6 +43,7 @@ worker.register(app)
 sink.register(app)
 serve.register(app)
 run.register(app)
+demo.register(app)
 topics.register(app)
 
 
