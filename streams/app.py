@@ -103,7 +103,6 @@ def build_app(
         app.Table(
             USER_TABLE,
             key_type=str,
-            value_type=list,
             partitions=topics.partitions,
         )
     )
@@ -111,7 +110,6 @@ def build_app(
         app.Table(
             ORDER_TABLE,
             key_type=str,
-            value_type=list,
             partitions=topics.partitions,
         )
     )
@@ -217,9 +215,16 @@ class _Shell:
             future.add_done_callback(delivered)
 
     def report_lag(self) -> None:
+        """Set the lag gauge for the partitions this worker holds now (revoked ones are gone)."""
         consumer = self.app.consumer
+        assigned = consumer.assignment()
+        for tp in [tp for tp in self.positions if tp not in assigned]:
+            del self.positions[tp]
         for tp, position in list(self.positions.items()):
-            highwater = consumer.highwater(tp)
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # revoked between the two lines: next time
+                continue
             if highwater is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)

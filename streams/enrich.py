@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
+from functools import lru_cache
 
 from eventsieve.config import Settings
 from schemas.canonical import event_fingerprint, normalise_event_name, topic_key, user_key
@@ -22,6 +23,9 @@ from streams.rules.orders import OrderEvents
 from streams.useragents import UserAgentInfo, UserAgents
 
 _UTC = datetime.UTC
+
+# Event names repeat: normalise each distinct one once.
+_normalised = lru_cache(maxsize=16_384)(normalise_event_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +49,12 @@ class Enricher:
         self.user_agents = user_agents
         self.orders = OrderEvents(s.order_events, s.order_id_properties)
         self.message_properties = tuple(s.email_open_id_properties)
+        # Page and hostname shields need the URL parsed; nothing else does.
+        self.located_projects = frozenset(
+            p.id
+            for p in settings.projects
+            if p.shields.page_blocklist or p.shields.hostname_allowlist
+        )
 
     def enrich(self, raw: RawEvent, source: str = "", offset: int = -1) -> Enriched:
         """Validate and enrich ``raw``; ``source``/``offset`` say which record it came from."""
@@ -58,7 +68,7 @@ class Enricher:
         if not who:
             who = self._visitor_id(raw, time)
             raw["visitor_id"] = who
-        name = normalise_event_name(raw["name"])
+        name = _normalised(raw["name"])
         props = raw["properties"]
         message_id = next((props[p] for p in self.message_properties if props.get(p)), None)
         facts = facts_of(
@@ -71,6 +81,7 @@ class Enricher:
             message_id=message_id,
             source=source,
             offset=offset,
+            locate=project in self.located_projects,
         )
         agent = self.user_agents.info(raw["user_agent"] or "")
         return Enriched(raw=raw, facts=facts, key=topic_key(project, who), agent=agent)

@@ -48,9 +48,14 @@ def facts_of(
     message_id: str | None,
     source: str = "",
     offset: int = -1,
+    locate: bool = True,
 ) -> Facts:
-    """The Facts of an enriched raw event (``visitor_id`` already filled)."""
-    url = raw["url"]
+    """The Facts of an enriched raw event (``visitor_id`` already filled).
+
+    ``locate=False`` skips parsing the page URL (hostname, path): only page and
+    hostname shields look at them, and most projects have none.
+    """
+    url = raw["url"] if locate else None
     parts = _split(url) if url else None
     hostname = (parts.hostname if parts else None) or _host_of_domain(raw["domain"])
     referrer = raw["referrer"]

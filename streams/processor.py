@@ -230,8 +230,11 @@ class Processor:
 
 def decode_raw(record: Record) -> RawEvent:
     """The record's RawEvent; a JSON record without an id gets one from its position."""
+    value = record.value or b""
+    if value[:1] == b"\xc3":  # Avro: event_id and received_at are required fields
+        return _decode_raw(value)
     return _decode_raw(
-        record.value or b"",
+        value,
         event_id=derived_event_id(record.topic, record.partition, record.offset),
         received_at=record.timestamp,
     )
