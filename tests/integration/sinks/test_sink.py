@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -117,6 +118,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def scrape(port: int, sample: str) -> float:
+    """One sample's value from a Prometheus /metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(sample + " "):
+                return float(line.split()[-1])
+    return 0.0
 
 
 class SinkProcess:
@@ -287,6 +297,33 @@ def test_kill_9_between_insert_and_commit_loses_and_doubles_nothing(
     assert survivor.stop() == 0
     assert distinct_events(ch) == n
     assert queries.project_stats(ch, "demo", SPAN).accepted == n
+
+
+def test_two_sinks_in_one_group_share_the_work_through_a_rebalance(
+    test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
+) -> None:
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    topic = test_settings.topics.clean
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    ports = free_port(), free_port()
+    first = sinks(test_settings, group, EVENTSIEVE_SINK__METRICS_PORT=str(ports[0])).start()
+    produce(bootstrap, topic, [encode_clean(clean(i)) for i in range(2_000)])
+    wait_until(lambda: distinct_events(ch) > 0, 60, "the first sink to write")
+    second = sinks(test_settings, group, EVENTSIEVE_SINK__METRICS_PORT=str(ports[1])).start()
+    wait_until(lambda: "partitions revoked" in first.output(), 60, "the rebalance")
+    wait_until(lambda: "partitions assigned" in second.output(), 60, "the second sink's share")
+    produce(bootstrap, topic, [encode_clean(clean(i)) for i in range(2_000, 4_000)])
+    wait_until(lambda: committed_total(bootstrap, group, [topic]) == 4_000, 90, "every commit")
+    assert first.alive()
+    assert second.alive()
+    # Both wrote rows: the work really was shared (read from their /metrics).
+    written = [scrape(port, 'eventsieve_sink_rows_written_total{table="events"}') for port in ports]
+    assert all(n > 0 for n in written), written
+    assert sum(written) >= 4_000
+    assert first.stop() == 0
+    assert second.stop() == 0
+    assert distinct_events(ch) == 4_000
+    assert queries.project_stats(ch, "demo", SPAN).accepted == 4_000
 
 
 @pytest.fixture
