@@ -78,17 +78,17 @@ class _Pending:
             self.owner._done.append(self)
 
 
-def _settle(batch: list[_Pending]) -> None:
-    # Runs in the event loop.
-    for pending in batch:
-        if pending.future.done():
-            continue  # timed out / cancelled already
-        if pending.error is None:
-            pending.future.set_result(None)
-        else:
-            pending.future.set_exception(
-                PublishError(f"Kafka rejected a record: {pending.error}", kafka_error=pending.error)
-            )
+# Delivery failures that mean "Kafka is unreachable", as opposed to a bad record.
+_OUTAGE_CODES = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError.NOT_ENOUGH_REPLICAS,
+        KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
 
 
 class Publisher:
@@ -102,12 +102,17 @@ class Publisher:
         delivery_timeout_s: float = 10.0,
         retry_after_s: int = 5,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topic = topic
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_error)
         self._timeout = delivery_timeout_s
         self._retry_after = retry_after_s
+        self._clock = clock
+        # After an outage is seen, requests fail fast until then instead of each
+        # waiting out the delivery timeout; after it, requests try Kafka again.
+        self._down_until = 0.0
         self._producer = producer_factory(self._config)
         self._done: list[_Pending] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,17 +134,42 @@ class Publisher:
             batch, self._done = self._done, []
             # RuntimeError: the loop closed during shutdown; nobody waits any more.
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(_settle, batch)
+                self._loop.call_soon_threadsafe(self._settle, batch)
 
     def _poll_loop(self) -> None:
         while self._running:
             self._producer.poll(_POLL_S)
             self._hand_off()
 
+    def _settle(self, batch: list[_Pending]) -> None:
+        # Runs in the event loop.
+        for pending in batch:
+            if pending.future.done():
+                continue  # timed out already
+            if pending.error is None:
+                self._down_until = 0.0
+                pending.future.set_result(None)
+                continue
+            if pending.error.code() in _OUTAGE_CODES:
+                self._down_until = self._clock() + self._retry_after
+            pending.future.set_exception(
+                PublishError(
+                    f"Kafka rejected a record: {pending.error}",
+                    self._retry_after,
+                    kafka_error=pending.error,
+                )
+            )
+
     async def publish(self, records: Sequence[Record]) -> None:
-        """Produce ``records``; return once all are acknowledged, else raise PublishError."""
+        """Produce ``records``; return once all are acknowledged, else raise PublishError.
+
+        While a recent outage is known (a delivery failed for want of a broker
+        less than ``retry_after_s`` ago), fail at once rather than queue.
+        """
         if not records:
             return
+        if self._clock() < self._down_until:
+            raise self._unavailable("Kafka was unreachable moments ago")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         pending = _Pending(future, len(records), self)
@@ -164,14 +194,12 @@ class Publisher:
         timer = loop.call_later(self._timeout + 1.0, self._expire, future)
         try:
             await future
-        except PublishError as exc:
-            exc.retry_after = self._retry_after
-            raise
         finally:
             timer.cancel()
 
     def _expire(self, future: asyncio.Future[None]) -> None:
         if not future.done():
+            self._down_until = self._clock() + self._retry_after
             future.set_exception(self._unavailable("no acknowledgement from Kafka in time"))
 
     def _unavailable(self, why: str) -> PublishError:

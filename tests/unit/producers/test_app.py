@@ -28,6 +28,16 @@ VIBE = {"Authorization": "Bearer demo-secret-key"}
 EVENT = {"external_user_id": "u1", "name": "signed_up"}
 
 
+class Clock:
+    """A monotonic clock the tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class MemoryProducer:
     """Acknowledges every record on the next poll; ``fail`` makes deliveries fail."""
 
@@ -66,8 +76,9 @@ def settings(**server: Any) -> Settings:
 
 @asynccontextmanager
 async def client(
-    cfg: Settings,
+    cfg: Settings, clock: Clock | None = None
 ) -> AsyncIterator[tuple[httpx.AsyncClient, MemoryProducer, Endpoint]]:
+    clock = clock or Clock()
     made: list[MemoryProducer] = []
 
     def factory(config: dict[str, Any]) -> MemoryProducer:
@@ -75,8 +86,13 @@ async def client(
         return made[-1]
 
     publisher = Publisher(
-        {}, cfg.topics.raw, delivery_timeout_s=1.0, retry_after_s=7, producer_factory=factory
-    )  # type: ignore[arg-type]
+        {},
+        cfg.topics.raw,
+        delivery_timeout_s=1.0,
+        retry_after_s=7,
+        producer_factory=factory,  # type: ignore[arg-type]
+        clock=clock,
+    )
     # A frozen monotonic clock: rate-limit buckets never refill during a test.
     endpoint = build_endpoint(cfg, publisher=publisher, monotonic=lambda: 1000.0)
     app = create_app(endpoint)
@@ -134,13 +150,19 @@ def test_body_limit_is_413_in_the_api_shape_and_publishes_nothing():
 
 def test_kafka_failure_is_503_with_retry_after_and_idempotency_key_released():
     async def scenario() -> None:
-        async with client(settings(access_log=False)) as (http, producer, _):
+        clock = Clock()
+        async with client(settings(access_log=False), clock) as (http, producer, _):
             producer.fail = True
             headers = {**VIBE, "Idempotency-Key": "k1"}
             response = await http.post("/api/v1/events", json=EVENT, headers=headers)
             assert response.status_code == 503
             assert response.headers["retry-after"] == "7"
             producer.fail = False
+            # Within retry_after of the outage, requests fail fast without producing.
+            response = await http.post("/api/v1/events", json=EVENT, headers=headers)
+            assert response.status_code == 503
+            assert producer.pending == producer.records == []
+            clock.now += 7
             response = await http.post("/api/v1/events", json=EVENT, headers=headers)
             assert response.status_code == 202
             assert "idempotent-replayed" not in response.headers
