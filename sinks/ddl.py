@@ -37,6 +37,8 @@ Tables
     nothing was set and no unset came after it (``sinks.queries``).
 ``accepted_events`` / ``dropped_events``
     Views over ``events FINAL`` for ad-hoc queries.
+``user_profiles`` / ``user_property_values``
+    The merged states of ``users``/``user_properties`` as plain columns.
 """
 
 from __future__ import annotations
@@ -295,6 +297,43 @@ GROUP BY project, user_id, key""",
     ]
 
 
+def _v3_profile_views(t: Target) -> list[str]:
+    db = quote_identifier(t.database)
+    fields = ",\n    ".join(f"argMaxIfMerge({f}) AS {f}_value" for f in USER_FIELDS)
+    renamed = ", ".join(f"{f}_value AS {f}" for f in USER_FIELDS)
+    # Aliases differ from column names: 18.16 resolves an alias equal to a
+    # column name inside the aggregate itself ("aggregate inside aggregate").
+    return [
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_profiles AS
+SELECT project, user_id, {renamed}, updated_at, first_seen_at
+FROM (
+    SELECT
+    project,
+    user_id,
+    {fields},
+    maxMerge(updated_at_ms) AS updated_at,
+    minMerge(first_seen_ms) AS first_seen_at
+    FROM {db}.users
+    GROUP BY project, user_id
+)""",
+        # The same rule as sinks.queries.resolve_property, in SQL.
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_property_values AS
+SELECT project, user_id, key,
+       if(set_at > 0 AND set_at >= unset_at, last_value, first_once_value) AS value
+FROM (
+    SELECT project, user_id, key,
+           argMaxIfMerge(value) AS last_value,
+           maxIfMerge(set_at_ms) AS set_at,
+           maxIfMerge(unset_at_ms) AS unset_at,
+           argMinIfMerge(once_value) AS first_once_value,
+           minIfMerge(once_at_ms) AS once_at
+    FROM {db}.user_properties
+    GROUP BY project, user_id, key
+)
+WHERE (set_at > 0 AND set_at >= unset_at) OR (once_at > 0 AND once_at > unset_at)""",
+    ]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: a name and the statements that reach it."""
@@ -307,6 +346,7 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events table and decision views", _v1_events),
     Migration(2, "users and user properties, latest value per field", _v2_users),
+    Migration(3, "readable views of user profiles and properties", _v3_profile_views),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -116,6 +116,11 @@ def test_profiles_keep_the_newest_values_on_the_server(ch: ClickHouse) -> None:
     (profile,) = queries.user_profiles(ch, "demo")
     assert (profile.display_name, profile.email) == ("New", "old@example.com")
     assert profile.properties == {"plan": "free"}
+    db = ch.database
+    assert ch.execute(f"SELECT display_name, email FROM {db}.user_profiles") == [
+        ("New", "old@example.com")
+    ]
+    assert ch.execute(f"SELECT key, value FROM {db}.user_property_values") == [("plan", "free")]
 
 
 def test_a_dead_server_is_reported_as_unavailable() -> None:

@@ -248,6 +248,15 @@ def test_newest_profile_fields_win_whatever_the_arrival_order(ch: ChdbClickHouse
         "source": "ads",
         "avatar_url": "https://img/a.png",
     }
+    # The views for ad-hoc SQL say the same.
+    db = ch.database
+    assert ch.execute(
+        f"SELECT display_name, email, avatar FROM {db}.user_profiles WHERE user_id = 'u1'"
+    ) == [("New Name", "old@example.com", "https://img/a.png")]
+    assert (
+        dict(ch.execute(f"SELECT key, value FROM {db}.user_property_values WHERE user_id = 'u1'"))
+        == profile.properties
+    )
 
 
 @pytest.mark.parametrize(
