@@ -46,8 +46,9 @@ def parse_time(text: str) -> dt.datetime:
 def sink(
     ctx: typer.Context,
     loglevel: Annotated[
-        str, typer.Option("--loglevel", "-l", help="debug, info, warning")
-    ] = "info",
+        str | None,
+        typer.Option("--loglevel", "-l", help="debug, info, warning [$EVENTSIEVE_LOG_LEVEL]"),
+    ] = None,
 ) -> None:
     """Write events.clean and events.dropped to ClickHouse (migrates the schema first).
 
