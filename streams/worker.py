@@ -6,6 +6,8 @@ module is what ``eventsieve worker`` calls.
 
 from __future__ import annotations
 
+import logging
+
 import faust
 from confluent_kafka.admin import AdminClient
 
@@ -56,5 +58,13 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         store=settings.streams.store,
         metrics_port=settings.streams.metrics_port,
     )
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = _Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, with our structured logging instead of Faust's own format."""
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """Runs once Faust has set up logging at start: put structlog's handler back."""
+        configure_logging(logging.getLevelName(level))

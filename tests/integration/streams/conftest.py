@@ -34,6 +34,7 @@ from streams.state import InMemoryState
 
 ROOT = Path(__file__).resolve().parents[3]
 EVENTSIEVE = Path(sys.executable).with_name("eventsieve")
+LOGLEVEL_ENV = "EVENTSIEVE_TEST_WORKER_LOGLEVEL"  # e.g. "info" when debugging a failure
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class Worker:
         self.log_path = workdir / f"{label}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [str(EVENTSIEVE), "worker", "--loglevel", "warning"],
+            [str(EVENTSIEVE), "worker", "--loglevel", os.environ.get(LOGLEVEL_ENV, "warning")],
             env=worker_env(settings, app_id, workdir / "data"),
             cwd=workdir,
             stdout=self._log,
