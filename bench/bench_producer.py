@@ -165,7 +165,9 @@ def main() -> None:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-        AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
+        for future in futures.values():
+            future.result(30)
 
 
 if __name__ == "__main__":
