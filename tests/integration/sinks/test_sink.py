@@ -355,34 +355,45 @@ def test_clickhouse_outage_under_load_loses_nothing_and_the_sink_survives(
     private_clickhouse.start()
     private_clickhouse.wait_ready(60)
 
-    chunks, per_chunk = 12, 500
-    loaded = threading.Event()
+    per_chunk = 500
+    produced = [0]
+    stop_loading = threading.Event()
 
     def load() -> None:
-        for c in range(chunks):
-            values = [encode_clean(clean(c * per_chunk + i)) for i in range(per_chunk)]
+        """Produce chunk after chunk until told to stop: load before, during and after."""
+        chunk = 0
+        while not stop_loading.is_set():
+            values = [encode_clean(clean(chunk * per_chunk + i)) for i in range(per_chunk)]
             produce(bootstrap, topic, values)
-            time.sleep(0.4)
-        loaded.set()
+            produced[0] += per_chunk
+            chunk += 1
+            time.sleep(0.2)  # pacing of the load generator, not a wait for the sink
+
+    def more_load(chunks: int) -> Callable[[], bool]:
+        mark = produced[0]
+        return lambda: produced[0] >= mark + chunks * per_chunk
 
     loader = threading.Thread(target=load, daemon=True)
     loader.start()
-    wait_until(lambda: distinct_events(ch) > 0, 60, "the first rows")
-    private_clickhouse.stop()  # ClickHouse goes away in the middle of the load
-    time.sleep(3)  # the outage itself: the sink must ride it out, not a time window
-    assert sink.alive(), sink.output()[-2000:]
-    private_clickhouse.start()
-    private_clickhouse.wait_ready(60)
-    loader.join(60)
-    assert loaded.is_set()
-    total = chunks * per_chunk
+    try:
+        wait_until(lambda: distinct_events(ch) > 0, 60, "the first rows")
+        private_clickhouse.stop()  # ClickHouse goes away in the middle of the load
+        wait_until(lambda: "flush failed, retrying" in sink.output(), 60, "a failed flush")
+        wait_until(more_load(3), 60, "more load during the outage")
+        assert sink.alive(), sink.output()[-2000:]
+        private_clickhouse.start()
+        private_clickhouse.wait_ready(60)
+        wait_until(more_load(3), 60, "more load after the outage")
+    finally:
+        stop_loading.set()
+        loader.join(60)
+    total = produced[0]
     wait_until(
         lambda: committed_total(bootstrap, group, [topic]) == total, 90, "every record committed"
     )
     assert sink.alive()
     assert distinct_events(ch) == total
     assert queries.project_stats(ch, "demo", SPAN).accepted == total
-    assert "flush failed, retrying" in sink.output()
     assert sink.stop() == 0
     ch.close()
 
