@@ -109,6 +109,18 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+_REASON_LABELS = frozenset(
+    {
+        "unauthorized",
+        "forbidden",
+        "rate_limited",
+        "unavailable",
+        "too_large",
+        "idempotency_key_reused",
+        "missing",
+    }
+)
+
 # librdkafka's local size check and the broker's answers for an oversized record.
 _TOO_LARGE_CODES = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE})
 
@@ -178,7 +190,9 @@ class RouteHandler:
             return self._rejected(rejection)
 
     def _rejected(self, rejection: Rejection) -> Answer:
-        self.endpoint.metrics.rejected.labels(self.source, rejection.reason).inc()
+        # Validation messages vary; as a metric label they collapse to "invalid".
+        reason = rejection.reason if rejection.reason in _REASON_LABELS else "invalid"
+        self.endpoint.metrics.rejected.labels(self.source, reason).inc()
         return _answer(rejection)
 
     async def process(self, http: HttpRequest, peer: str | None) -> Reply:

@@ -260,3 +260,20 @@ def test_a_record_too_large_for_kafka_is_the_clients_413_not_a_503():
             assert orjson.loads(response.content)["errors"][0]["field"] == "body"
 
     run(scenario())
+
+
+def test_rejection_metrics_have_a_closed_set_of_reasons():
+    async def scenario() -> None:
+        async with client(settings(access_log=False)) as (http, _, _):
+            for name in ("x" * 300, 5, ""):
+                await http.post(
+                    "/api/v2/events/track",
+                    params={"auth_token": "demo-vero-token"},
+                    json={"identity": {"id": "u"}, "event_name": name},
+                )
+            text = (await http.get("/metrics")).text
+            lines = [line for line in text.splitlines() if "requests_rejected_total{" in line]
+            expected = 'eventsieve_requests_rejected_total{reason="invalid",source="vero"} 3.0'
+            assert lines == [expected]
+
+    run(scenario())
