@@ -281,6 +281,19 @@ class SinkSettings(Section):
     metrics_port: int = Field(default=0, ge=0, le=65535)
 
 
+class DlqSettings(Section):
+    """``eventsieve dlq list|redrive``: reading events.dlq back.
+
+    ``group_id`` is the consumer group that remembers how far ``redrive`` got
+    (a filtered re-drive uses its own group, suffixed with a digest of the
+    filters). Reading ends at the end of the topic, or after ``idle_timeout_s``
+    without a record.
+    """
+
+    group_id: str = Field(default="eventsieve-dlq-redrive", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    idle_timeout_s: float = Field(default=10.0, gt=0, le=600)
+
+
 class Settings(BaseSettings):
     """The whole configuration of one eventsieve process. Frozen once built."""
 
@@ -299,6 +312,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     streams: StreamsSettings = StreamsSettings()
     sink: SinkSettings = SinkSettings()
+    dlq: DlqSettings = DlqSettings()
     projects: tuple[ProjectSettings, ...] = ()
 
     @field_validator("projects")

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import demo, run, serve, sink, stack, topics, worker
+from eventsieve.cli import demo, dlq, run, serve, sink, stack, topics, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -45,6 +45,7 @@ serve.register(app)
 run.register(app)
 demo.register(app)
 topics.register(app)
+dlq.register(app)
 
 
 def main() -> None:
