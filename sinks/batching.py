@@ -32,10 +32,6 @@ class OffsetRanges:
         """Kafka commit positions: the offset after the last one of each partition."""
         return {key: last + 1 for key, (_, last) in self.ranges.items()}
 
-    def drop_partitions(self, revoked: set[TopicPartition]) -> None:
-        for key in revoked:
-            self.ranges.pop(key, None)
-
     def clear(self) -> None:
         self.ranges.clear()
 
