@@ -6,17 +6,22 @@ script as a whole says how many events must land in ClickHouse as accepted,
 by name, and as dropped, by reason. Everything a run sends is unique to that
 run (users, visitors, order ids), so runs never dedup against each other.
 
-Pure: building the script touches nothing; :func:`send` is the only I/O.
+Pure: building the script touches nothing; :func:`send` (HTTP) and
+:func:`wait_for_counts` (ClickHouse) are the only I/O.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from eventsieve.config import Settings
 
 # Credentials of the "demo" project in the shipped eventsieve.toml.
 PUBLIC_TOKEN = "demo-public-token"
@@ -217,3 +222,27 @@ def differences(
     got = Counter(dict(actual))
     keys = sorted(set(expected) | set(got))
     return {k: (expected[k], got[k]) for k in keys if expected[k] != got[k]}
+
+
+def wait_for_counts(
+    settings: Settings, project: str, traffic: Script, since: dt.datetime, timeout: float
+) -> tuple[Counter[str], Counter[str]]:
+    """Poll ClickHouse until the counts match (or stop changing at the deadline)."""
+    from sinks import queries
+    from sinks.service import connect
+
+    ch = connect(settings)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            span = queries.TimeRange(since, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
+            accepted = Counter(dict(queries.accepted_by_name(ch, project, span)))
+            dropped = Counter(dict(queries.dropped_by_reason(ch, project, span)))
+            done = not differences(traffic.accepted, accepted) and not differences(
+                traffic.dropped, dropped
+            )
+            if done or time.monotonic() > deadline:
+                return accepted, dropped
+            time.sleep(0.5)
+    finally:
+        ch.close()

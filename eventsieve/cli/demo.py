@@ -9,7 +9,6 @@ status and ClickHouse holds exactly the expected counts.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections import Counter
 from typing import Annotated
@@ -21,7 +20,7 @@ from rich.table import Table
 from eventsieve.cli.context import settings_of
 from eventsieve.cli.run import config_of
 from eventsieve.config import Settings
-from eventsieve.demo import Script, differences, script, send
+from eventsieve.demo import differences, script, send, wait_for_counts
 from eventsieve.pipeline import endpoint_ready, endpoint_url, prepare, programs, wait_for_endpoint
 from eventsieve.stack import LocalStack
 from eventsieve.supervisor import Supervisor
@@ -72,7 +71,7 @@ def run_demo(settings: Settings, timeout: float) -> bool:
     bad = [r for r in results if not r.ok]
     for r in bad:
         console.print(f"[red]{r.call.label}: got {r.status}, expected {r.call.status}: {r.body}")
-    accepted, dropped = wait_for_counts(settings, traffic, since, timeout)
+    accepted, dropped = wait_for_counts(settings, PROJECT, traffic, since, timeout)
     console.print(table("accepted events by name", "event", traffic.accepted, accepted))
     console.print(table("dropped events by reason", "reason", traffic.dropped, dropped))
     matched = not differences(traffic.accepted, accepted) and not differences(
@@ -88,30 +87,6 @@ def run_demo(settings: Settings, timeout: float) -> bool:
         return True
     console.print("[red]demo FAILED: see the differences above")
     return False
-
-
-def wait_for_counts(
-    settings: Settings, traffic: Script, since: dt.datetime, timeout: float
-) -> tuple[Counter[str], Counter[str]]:
-    """Poll ClickHouse until the counts match (or stop changing at the deadline)."""
-    from sinks import queries
-    from sinks.service import connect
-
-    ch = connect(settings)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            span = queries.TimeRange(since, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
-            accepted = Counter(dict(queries.accepted_by_name(ch, PROJECT, span)))
-            dropped = Counter(dict(queries.dropped_by_reason(ch, PROJECT, span)))
-            done = not differences(traffic.accepted, accepted) and not differences(
-                traffic.dropped, dropped
-            )
-            if done or time.monotonic() > deadline:
-                return accepted, dropped
-            time.sleep(0.5)
-    finally:
-        ch.close()
 
 
 def table(title: str, column: str, expected: Counter[str], landed: Counter[str]) -> Table:
