@@ -25,6 +25,7 @@ worker instead of skipping the record. Faust's ``exactly_once`` is not used
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -131,6 +132,7 @@ def build_app(
 
     @app.on_partitions_revoked.connect
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+        shell.forget(revoked)
         for state in (user_state, order_state):
             state.forget(tp.partition for tp in revoked)
 
@@ -153,6 +155,7 @@ class _Shell:
         self.metrics = metrics
         self.positions: dict[Any, int] = {}
         self._crashing: set[asyncio.Future[Any]] = set()
+        self._pending: dict[Any, deque[list[Any]]] = {}
 
     async def run(
         self,
@@ -194,25 +197,50 @@ class _Shell:
                 )
 
     def _ack_when_delivered(self, event: EventT, futures: list[asyncio.Future[Any]]) -> None:
-        pending = len(futures)
-        if not pending:
-            event.ack()
+        """Ack ``event`` once all its outputs are acknowledged, in offset order per partition.
+
+        Outputs of different records complete out of order (they go to
+        different topics and partitions), but Faust's committable-offset logic
+        mishandles out-of-order acks (it can commit past an unacked offset
+        when the group has no committed offset yet, and allows a one-offset
+        hole after one). Releasing acks strictly in offset order keeps it on
+        its safe path.
+        """
+        tp = event.message.tp
+        queue = self._pending.get(tp)
+        if queue is None:
+            queue = self._pending[tp] = deque()
+        entry = [event, len(futures)]
+        queue.append(entry)
+        if not futures:
+            self._release(tp, queue)
             return
 
         def delivered(future: asyncio.Future[Any]) -> None:
-            nonlocal pending
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else repr(future.exception())
                 log.error("output not delivered; stopping so the record is re-decided", error=error)
                 task = asyncio.ensure_future(self.app.crash(RuntimeError(error)))
                 self._crashing.add(task)
                 return
-            pending -= 1
-            if pending == 0:
-                event.ack()
+            entry[1] -= 1
+            if entry[1] == 0:
+                self._release(tp, queue)
 
         for future in futures:
             future.add_done_callback(delivered)
+
+    def _release(self, tp: Any, queue: deque[list[Any]]) -> None:
+        if self._pending.get(tp) is not queue:
+            return  # partition revoked meanwhile: its new owner decides these again
+        while queue and queue[0][1] == 0:
+            queue.popleft()[0].ack()
+
+    def forget(self, revoked: Any) -> None:
+        """Drop the pending acks of revoked partitions (never ack them late)."""
+        for tp in revoked:
+            self._pending.pop(tp, None)
+            self.positions.pop(tp, None)
 
     def report_lag(self) -> None:
         """Set the lag gauge for the partitions this worker holds now (revoked ones are gone)."""

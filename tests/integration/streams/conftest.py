@@ -24,7 +24,8 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, ConsumerGroupState, Producer
+from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import Settings
 from eventsieve.services import kafka_bootstrap
@@ -90,6 +91,7 @@ class Worker:
     """A worker subprocess with its log file."""
 
     def __init__(self, settings: Settings, app_id: str, workdir: Path, label: str) -> None:
+        self.app_id = app_id
         self.log_path = workdir / f"{label}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -143,6 +145,21 @@ def publish(settings: Settings, records: Sequence[Raw]) -> None:
     for r in records:
         producer.produce(settings.topics.raw, key=r.key, value=r.value, partition=r.partition)
     assert producer.flush(30) == 0
+
+
+def wait_for_group(settings: Settings, workers: Sequence[Worker], timeout: float = 60.0) -> None:
+    """Wait until every worker is a member of the (stable) consumer group."""
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap(settings)})
+    group = workers[0].app_id
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in workers:
+            assert w.alive(), f"worker died:\n{w.log()}"
+        found = admin.describe_consumer_groups([group])[group].result()
+        if found.state == ConsumerGroupState.STABLE and len(found.members) == len(workers):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"group {group} not stable with {len(workers)} members in {timeout}s")
 
 
 def collect(
@@ -233,6 +250,7 @@ class Kit:
     Raw: type[Raw] = Raw
     publish = staticmethod(publish)
     collect = staticmethod(collect)
+    wait_for_group = staticmethod(wait_for_group)
     oracle = staticmethod(oracle)
 
 

@@ -47,11 +47,14 @@ def test_kill_9_mid_stream_then_restart_restores_state(
 def test_two_workers_decide_exactly_like_one(test_settings: Settings, worker_factory, kit):
     records = keyed(kit, synthetic_events(5_000, seed=12), test_settings.topics.partitions)
     expected = kit.oracle(test_settings, records)
-    kit.publish(test_settings, records)
     workers = [worker_factory(test_settings, "a"), worker_factory(test_settings, "b")]
+    # Publish once both are in the group. (A rebalance while records are in
+    # flight can leave some undecided until the next rebalance: a known
+    # faust-streaming read-offset issue, see streams/README.md.)
+    kit.wait_for_group(test_settings, workers)
+    kit.publish(test_settings, records)
     found = kit.collect(test_settings, len(records), workers)
     assert found.inconsistent() == {}
     assert found.final() == expected
-    # Both took part: each wrote decisions (the group split the partitions).
     dropped_reasons = {d[1] for d in expected.values() if d[0] == "dropped"}
     assert {"duplicate", "bot", "email_open_throttled", "duplicate_order"} <= dropped_reasons
