@@ -217,7 +217,8 @@ def main() -> None:
     finally:
         ch.execute(f"DROP DATABASE IF EXISTS {database}")
         ch.close()
-        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the results
+        futures = admin.delete_topics(
             [topic, topic.replace("clean", "dropped"), topic + ".dlq"], operation_timeout=30
         )
         for future in futures.values():

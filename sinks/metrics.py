@@ -62,7 +62,7 @@ class SinkMetrics:
         )
         self.lag = Gauge(
             "eventsieve_sink_lag_records",
-            "Records between the committed offset and the end of the partition.",
+            "Records between the sink's position and the partition's end (as of the last fetch).",
             ["topic", "partition"],
             registry=r,
         )
