@@ -214,6 +214,8 @@ class RouteHandler:
             if wait > 0:
                 raise route.errors.rate_limited(retry_after_seconds(wait))
         edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted)
+        if parsed.from_server:
+            edge = edge.of_server()
         records = self.records.build(parsed.project_ids, parsed.submissions, edge)
         started = time.perf_counter()
         try:

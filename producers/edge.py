@@ -36,6 +36,21 @@ class EdgeContext:
     sdk_name: str | None = None
     sdk_version: str | None = None
 
+    def of_server(self) -> EdgeContext:
+        """The context of a server-to-server request, stripped of visitor facts.
+
+        A backend calling a secret-key API (Vero, vtcdn, VibeFollow, the native
+        API with a server key) is not the visitor: its address and user agent
+        (``python-requests``, ``curl``, ...) must not become the visitor's IP,
+        feed the visitor id, trip the bot filter or the IP shields. Its user
+        agent is kept as the SDK name when no SDK header named one.
+        """
+        return EdgeContext(
+            received_at=self.received_at,
+            sdk_name=self.sdk_name or self.user_agent,
+            sdk_version=self.sdk_version if self.sdk_name else None,
+        )
+
 
 def parse_networks(values: Iterable[str]) -> tuple[IpNetwork, ...]:
     """Trusted proxy addresses/ranges (already validated by the config)."""

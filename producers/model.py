@@ -99,3 +99,6 @@ class Parsed:
     project_ids: tuple[str, ...]
     submissions: tuple[Submission, ...]
     reply: Reply
+    # Sent by a backend with a secret credential: the peer address and user
+    # agent are the backend's HTTP client, not a visitor's (see EdgeContext.of_server).
+    from_server: bool = False

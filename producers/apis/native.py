@@ -72,14 +72,16 @@ class NativeErrors(ApiErrors):
 ERRORS = NativeErrors()
 
 
-def _project(request: HttpRequest, ctx: ParseContext) -> str:
+def _project(request: HttpRequest, ctx: ParseContext) -> tuple[str, bool]:
+    """The project, and whether a (secret) server key rather than a public token named it."""
     key = bearer(request.header("authorization"))
     if key is None:
         raise ERRORS.unauthorized("send 'Authorization: Bearer <token or server key>'")
-    project = ctx.directory.by_token(key) or ctx.directory.by_server_key(key)
-    if project is None:
-        raise ERRORS.unauthorized("unknown token or key")
-    return project
+    if project := ctx.directory.by_token(key):
+        return project, False
+    if project := ctx.directory.by_server_key(key):
+        return project, True
+    raise ERRORS.unauthorized("unknown token or key")
 
 
 def _str(data: dict, key: str, prefix: str, max_chars: int = MAX_ID_CHARS) -> str | None:
@@ -130,7 +132,7 @@ def event_from_json(data: Any, prefix: str = "", idempotency_key: str | None = N
 
 def parse_events(request: HttpRequest, ctx: ParseContext) -> Parsed:
     """``POST /v1/events``: a single event object, or ``{"events": [...]}``."""
-    project = _project(request, ctx)
+    project, from_server = _project(request, ctx)
     try:
         body = decode_object(request.body)
         key = request.header("idempotency-key")
@@ -152,7 +154,7 @@ def parse_events(request: HttpRequest, ctx: ParseContext) -> Parsed:
         202,
         json_bytes({"accepted": len(submissions), "event_ids": [s.event_id for s in submissions]}),
     )
-    return Parsed((project,), submissions, reply)
+    return Parsed((project,), submissions, reply, from_server=from_server)
 
 
 ROUTES: tuple[Route, ...] = (

@@ -186,7 +186,8 @@ def parse_event(request: HttpRequest, ctx: ParseContext) -> Parsed:
         submission = _submission(event_type, payload, user_id, address)
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), _results("email" if address else "_id"))
+    reply = _results("email" if address else "_id")
+    return Parsed((project,), (submission,), reply, from_server=True)
 
 
 ROUTES: tuple[Route, ...] = (

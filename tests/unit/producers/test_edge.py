@@ -51,3 +51,15 @@ def test_country_only_from_trusted_proxies_and_unknown_ip_types_ignored():
         "203.0.113.1", {"cf-ipcountry": "DE", "x-plausible-ip-type": "evil"}, NOW, PROXIES
     )
     assert (edge.country, edge.ip_classification) == (None, None)
+
+
+def test_a_backend_request_tells_nothing_about_the_visitor():
+    edge = edge_context(
+        "198.51.100.7:40000",
+        {"user-agent": "python-requests/2.32", "x-plausible-ip-type": "dc_ip"},
+        datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    server = edge.of_server()
+    assert (server.ip, server.user_agent, server.ip_classification) == (None, None, None)
+    assert server.sdk_name == "python-requests/2.32"  # kept, as what sent it
+    assert server.received_at == edge.received_at
