@@ -143,8 +143,10 @@ def script(run_id: str) -> Script:
         calls.append(Call(label, "POST", "/v1/event/", status, json=body, headers=vtcdn_auth))
 
     vtcdn_auth = {"Authorization": VTCDN_KEY}
-    for i in range(4):
-        opened = {"emailOpen": {"messageId": "m-1", "campaignId": "spring"}}
+    # The opens differ (mail client), so they are not plain duplicates: the
+    # email-open throttle is what drops them.
+    for i, client in enumerate(["gmail", "apple-mail", "outlook", "thunderbird"]):
+        opened = {"emailOpen": {"messageId": "m-1", "campaignId": "spring", "client": client}}
         vtcdn(f"vtcdn email open {i + 1}", reader, opened)
     vtcdn("vtcdn email open, other campaign", reader,
           {"emailOpen": {"messageId": "m-2", "campaignId": "summer"}})  # fmt: skip
