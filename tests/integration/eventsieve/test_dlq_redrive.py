@@ -1,0 +1,280 @@
+"""DLQ re-drive against the real broker, a real worker, the real sink and ClickHouse.
+
+The curable failure: events of a project that is not configured yet. The
+stream does not drop them (a drop would be a decision, final until a
+replay); it sends them to the DLQ as ``invalid`` (streams/enrich.py), because
+the fix is configuration, not the bytes. Once the project is added and the
+worker restarted with it, ``dlq redrive`` publishes them again and each is
+decided exactly once: one row per event id in ClickHouse, with the id the
+stream derives from the record's *original* position, however often the
+re-drive runs. A record that is not JSON at all cannot be cured by any
+configuration: it stays in the DLQ, reported as still failing, never
+published.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from clickhouse_driver import Client
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from eventsieve import dlq
+from eventsieve.config import ProjectSettings, Settings, settings_environment
+from eventsieve.services import kafka_bootstrap
+from eventsieve.supervisor import Program, Supervisor
+from schemas.events import derived_event_id
+
+EVENTSIEVE = [sys.executable, "-m", "eventsieve"]
+LAST: dict = {}  # the offsets last seen by sink_caught_up, shown when it times out
+
+
+class Pipeline:
+    """A stream worker and the sink as subprocesses, configured by ``settings``."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.log_path = log
+        self._log = log.open("a")
+        self.supervisor = Supervisor(
+            [
+                Program("worker", [*EVENTSIEVE, "worker", "--loglevel", "warning"]),
+                Program("sink", [*EVENTSIEVE, "sink", "--loglevel", "warning"]),
+            ],
+            out=self._log,
+            env=settings_environment(settings),
+        )
+        self.supervisor.start()
+
+    def check_alive(self) -> None:
+        exited = self.supervisor.exited()
+        assert exited is None, f"{exited} exited:\n{self.log_path.read_text()[-4000:]}"
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+        self._log.close()
+
+
+@pytest.fixture
+def settings(test_settings: Settings, tmp_path: Path) -> Settings:
+    tag = uuid.uuid4().hex[:8]
+    return test_settings.model_copy(
+        update={
+            "streams": test_settings.streams.model_copy(
+                update={"app_id": f"dlq-test-{tag}", "data_dir": tmp_path / "streams"}
+            ),
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"dlq-test-sink-{tag}", "batch_max_interval_s": 0.3}
+            ),
+            "dlq": test_settings.dlq.model_copy(
+                update={"group_id": f"dlq-test-redrive-{tag}", "idle_timeout_s": 5.0}
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def pipelines(tmp_path: Path) -> Iterator[Callable[[Settings], Pipeline]]:
+    started: list[Pipeline] = []
+
+    def start(settings: Settings) -> Pipeline:
+        started.append(Pipeline(settings, tmp_path / "pipeline.log"))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.stop()
+
+
+def publish(settings: Settings, records: list[tuple[bytes, bytes]]) -> list[str]:
+    """Publish ``(key, value)`` records to the raw topic; their derived event ids, in order."""
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap(settings),
+            "enable.idempotence": True,
+            "partitioner": "murmur2_random",  # the stream's partitioner: no re-keying
+        }
+    )
+    positions: dict[int, str] = {}
+
+    def delivered(err, msg, i):
+        assert err is None, err
+        positions[i] = derived_event_id(msg.topic(), msg.partition(), msg.offset())
+
+    for i, (key, value) in enumerate(records):
+        producer.produce(
+            settings.topics.raw,
+            key=key,
+            value=value,
+            on_delivery=lambda err, msg, i=i: delivered(err, msg, i),
+        )
+    assert producer.flush(30) == 0
+    return [positions[i] for i in range(len(records))]
+
+
+def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap(settings), "group.id": "x"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+    finally:
+        consumer.close()
+
+
+def sink_caught_up(settings: Settings, at_least: dict[str, int]) -> bool:
+    """True when each output topic holds ``at_least`` records and the sink committed them all."""
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap(settings), "group.id": settings.sink.group_id}
+    )
+    try:
+        for topic, want in at_least.items():
+            ends = end_offsets(settings, topic)
+            if sum(ends.values()) < want:
+                return False
+            done = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
+            LAST[topic] = (ends, {tp.partition: tp.offset for tp in done})
+            if any(max(tp.offset, 0) < ends[tp.partition] for tp in done):  # -1001: none yet
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+def wait_until(condition: Callable[[], bool], pipeline: Pipeline, what: str, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        pipeline.check_alive()
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"timed out waiting for {what} {LAST}\n{pipeline.log_path.read_text()[-4000:]}"
+            )
+        time.sleep(0.3)
+
+
+def rows(ch: Client, project: str) -> dict[str, tuple[str, str, int]]:
+    """event_id -> (decision, reason, rows) after FINAL: the row ClickHouse keeps per id."""
+    found = ch.execute(
+        "SELECT event_id, toString(decision), drop_reason, count() FROM events FINAL "
+        "WHERE project = %(p)s GROUP BY event_id, decision, drop_reason",
+        {"p": project},
+    )
+    out: dict[str, tuple[str, str, int]] = {}
+    for event_id, decision, reason, n in found:
+        assert event_id not in out, f"{event_id} has two decisions"
+        out[event_id] = (decision, reason, n)
+    return out
+
+
+def dlq_records(settings: Settings) -> list:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap(settings),
+            "group.id": "x",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        span = dlq.span_of(consumer, settings.topics.dlq, committed=False)
+        batches = dlq.read_dlq(consumer, settings.topics.dlq, span, idle_timeout_s=5)
+        return [e.record for batch in batches for e in batch]
+    finally:
+        consumer.close()
+
+
+def cli(settings: Settings, *args: str) -> dict:
+    """Run ``eventsieve dlq ...`` as a user would; its --json output."""
+    done = subprocess.run(
+        [*EVENTSIEVE, "dlq", *args, "--json"],
+        env={**os.environ, **settings_environment(settings)},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return orjson.loads(done.stdout)
+
+
+def test_cured_records_are_decided_once_however_often_they_are_redriven(
+    settings: Settings, pipelines, ch_client: Client
+):
+    fixed = settings.model_copy(
+        update={"projects": (*settings.projects, ProjectSettings(id="shop"))}
+    )
+
+    def shop(user: str, n: int) -> tuple[bytes, bytes]:
+        event = {"project": "shop", "name": "Added To Cart", "user_id": user, "properties": {}}
+        event["properties"] = {"n": str(n)}
+        return f"shop:{user}".encode(), orjson.dumps(event)
+
+    demo = [
+        (
+            f"demo:d{i}".encode(),
+            orjson.dumps({"project": "demo", "name": "Signup", "user_id": f"d{i}"}),
+        )
+        for i in range(2)
+    ]
+    # u3 twice with the same properties: the second is a duplicate (Vero's 3-minute rule).
+    poison = [shop("u0", 0), shop("u1", 1), shop("u2", 2), shop("u3", 3), shop("u3", 3)]
+    garbage = [(b"shop:u9", b"this is not an event")]
+    ids = publish(settings, demo + poison + garbage)
+    demo_ids, shop_ids = ids[:2], ids[2:7]
+
+    # 1. The worker without the project: the shop events and the garbage land in the DLQ.
+    pipeline = pipelines(settings)
+    wait_until(lambda: dlq.list_dlq(settings, idle_timeout_s=2)[1] >= 6, pipeline, "the DLQ")
+    wait_until(lambda: set(rows(ch_client, "demo")) == set(demo_ids), pipeline, "the demo events")
+    listed = cli(settings, "list")
+    assert listed["records"] == 6
+    assert {(g["topic"], g["error_type"]): g["count"] for g in listed["groups"]} == {
+        (settings.topics.raw, "invalid"): 5,
+        (settings.topics.raw, "not_json"): 1,
+    }
+
+    # 2. Re-driving before the fix publishes nothing: every record still fails.
+    early = cli(settings, "redrive")
+    assert (early["redriven"], early["still_failing"], early["read"]) == (0, 6, 6)
+    # ... and that progress is remembered: a second run only sees new records.
+    assert cli(fixed, "redrive")["read"] == 0
+
+    # 3. The fix: the project is configured, the worker restarted with it.
+    pipeline.stop()
+    pipeline = pipelines(fixed)
+    dry = cli(fixed, "redrive", "--from-beginning", "--dry-run")
+    assert (dry["redriven"], dry["still_failing"]) == (5, 1)
+    assert rows(ch_client, "shop") == {}  # a dry run publishes nothing
+
+    first = dlq.redrive(fixed, from_beginning=True)
+    assert (first.redriven_total, first.still_failing_total) == (5, 1)
+    assert first.still_failing[0].error_type == "not_json"
+    want = dict.fromkeys(shop_ids[:4], ("accepted", "", 1)) | {
+        shop_ids[4]: ("dropped", "duplicate", 1)
+    }
+    wait_until(lambda: rows(ch_client, "shop") == want, pipeline, "the re-driven events")
+
+    # 4. Re-drive everything again: decided again, counted once.
+    second = cli(fixed, "redrive", "--from-beginning")
+    assert (second["redriven"], second["still_failing"]) == (5, 1)
+    outputs = {fixed.topics.clean: 2 + 4 + 4, fixed.topics.dropped: 1 + 1}
+    wait_until(lambda: sink_caught_up(fixed, outputs), pipeline, "the second re-drive")
+    assert rows(ch_client, "shop") == want
+    assert set(rows(ch_client, "demo")) == set(demo_ids)
+    # The re-drives decided the events instead of failing them again: every DLQ
+    # record is still one of the original raw records.
+    assert {
+        derived_event_id(r["topic"], r["partition"], r["offset"]) for r in dlq_records(fixed)
+    } == {
+        *shop_ids,
+        ids[7],
+    }
+    # And a plain re-drive now has nothing new to do.
+    assert cli(fixed, "redrive")["read"] == 0
