@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from eventsieve.cli import demo, dlq, run, serve, sink, stack, topics, worker
+from eventsieve.cli import demo, dlq, replay, run, serve, sink, stack, topics, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
 
@@ -46,6 +46,7 @@ run.register(app)
 demo.register(app)
 topics.register(app)
 dlq.register(app)
+replay.register(app)
 
 
 def main() -> None:
