@@ -252,6 +252,9 @@ class StreamsSettings(Section):
     data_dir: Path = Path(".eventsieve/streams")
     metrics_port: int = Field(default=0, ge=0, le=65535)
     batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    # How long a silent worker keeps its partitions: the failover time after a
+    # crash. Kafka's brokers accept 6 s at the least by default.
+    session_timeout_s: float = Field(default=30.0, ge=1.0, le=3_600.0)
     ua_cache_size: int = Field(default=50_000, ge=0)
 
     @field_validator("email_open_events", "order_events")
