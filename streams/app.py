@@ -87,6 +87,9 @@ def build_app(
         producer_max_batch_size=256 * 1024,
         stream_buffer_maxsize=8192,
         table_cleanup_interval=3600.0,
+        broker_session_timeout=s.session_timeout_s,
+        # Kafka wants heartbeats well inside the session timeout.
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
     )
     processor = processor or Processor(settings)
     metrics = metrics or StreamMetrics()

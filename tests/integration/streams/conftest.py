@@ -81,6 +81,8 @@ def worker_env(settings: Settings, app_id: str, data_dir: Path) -> dict[str, str
             [p.model_dump(mode="json") for p in settings.projects]
         ).decode(),
         "EVENTSIEVE_LOG_FORMAT": "json",
+        # Fail over fast after kill -9 (the broker's minimum is 6 s).
+        "EVENTSIEVE_STREAMS__SESSION_TIMEOUT_S": "6",
     }
     for name in ("raw", "orders", "clean", "dropped", "dlq"):
         env[f"EVENTSIEVE_TOPICS__{name.upper()}"] = getattr(settings.topics, name)
