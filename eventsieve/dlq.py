@@ -280,6 +280,9 @@ class Report:
                 g.count += 1
                 if len(g.examples) < 3 and p.error and p.error not in g.examples:
                     g.examples.append(p.error)
+                at = record["failed_at"]
+                g.first_failed_at = at if g.first_failed_at is None else min(g.first_failed_at, at)
+                g.last_failed_at = at if g.last_failed_at is None else max(g.last_failed_at, at)
 
     @property
     def redriven_total(self) -> int:

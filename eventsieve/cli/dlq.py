@@ -12,6 +12,14 @@ from typing import Annotated
 import orjson
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from eventsieve import dlq
@@ -49,7 +57,9 @@ def list_command(
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(help="Stop after this many seconds without a record (default: [dlq])."),
+        typer.Option(
+            min=0.1, help="Stop after this many seconds without a record (default: [dlq])."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document, for scripts.")
@@ -98,7 +108,9 @@ def redrive_command(
     ] = None,
     idle_timeout: Annotated[
         float | None,
-        typer.Option(help="Stop after this many seconds without a record (default: [dlq])."),
+        typer.Option(
+            min=0.1, help="Stop after this many seconds without a record (default: [dlq])."
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON document, for scripts.")
@@ -112,16 +124,35 @@ def redrive_command(
     """
     settings = settings_of(ctx)
     console = Console(stderr=as_json)
-    report = dlq.redrive(
-        settings,
-        sources=tuple(source or ()),
-        errors=tuple(error or ()),
-        from_beginning=from_beginning,
-        dry_run=dry_run,
-        max_records=max_records,
-        idle_timeout_s=idle_timeout,
-        samples=SAMPLES if dry_run else 0,
+    errors_console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("re-driving" if not dry_run else "checking"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=errors_console,
+        transient=True,
+        disable=not errors_console.is_terminal,
     )
+    task = progress.add_task("dlq", total=None)
+
+    def advance(report: dlq.Report, span: dlq.Span) -> None:
+        total = min(span.pending, max_records) if max_records else span.pending
+        progress.update(task, total=total, completed=report.read)
+
+    with progress:
+        report = dlq.redrive(
+            settings,
+            sources=tuple(source or ()),
+            errors=tuple(error or ()),
+            from_beginning=from_beginning,
+            dry_run=dry_run,
+            max_records=max_records,
+            idle_timeout_s=idle_timeout,
+            samples=SAMPLES if dry_run else 0,
+            on_batch=advance,
+        )
     if as_json:
         typer.echo(orjson.dumps({"dry_run": dry_run, **report.as_dict()}).decode())
         return
