@@ -77,7 +77,7 @@ class ReplayOptions:
     state_dir: Path
     dry_run: bool = False
     fresh: bool = False  # ignore an unfinished checkpoint of the same replay
-    checkpoint_every: int = 5_000
+    checkpoint_every: int = 20_000  # outputs between checkpoints
     stop_after: int | None = None
     progress: Progress | None = None
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
@@ -234,6 +234,10 @@ class _Emitter:
         self.produced += 1
         self._check_failed()
         if self.produced % self.options.checkpoint_every == 0:
+            # Wait for the acks so the checkpoint moves a whole step (one
+            # round trip per step: small next to producing the step).
+            self.producer.flush(30)
+            self._check_failed()
             self._save()
         if self.options.stop_after is not None and self.produced >= self.options.stop_after:
             # As if killed: what was handed over reaches Kafka, the checkpoint

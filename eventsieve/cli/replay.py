@@ -22,7 +22,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from eventsieve.cli.context import settings_of
@@ -121,13 +120,10 @@ def replay(
         out.print(f"resumed: {report.skipped:,} decisions were already produced")
     verb = "would change" if dry_run else "changed"
     if report.changes:
-        table = Table(title=f"{report.changed:,} decision(s) {verb}")
-        table.add_column("from")
-        table.add_column("to")
-        table.add_column("events", justify="right")
+        out.print(f"{report.changed:,} decision(s) {verb}:")
+        width = max(len(f"{old} → {new}") for old, new, _ in report.changes)
         for old, new, n in report.changes:
-            table.add_row(old, new, f"{n:,}")
-        out.print(table)
+            out.print(f"  {f'{old} → {new}':<{width}}  {n:>9,}", highlight=False, markup=False)
     else:
         out.print(f"no decision {verb}")
     if report.not_replayed:

@@ -1,0 +1,199 @@
+"""Helpers for the replay tests: the live pipeline as real processes, and a fresh-run oracle.
+
+- ``live(settings)`` starts ``eventsieve worker`` and ``eventsieve sink`` as
+  subprocesses (the same ones ``eventsieve run`` starts) on the test's topics
+  and database;
+- ``publish`` writes raw events to the partition their key belongs to, as a
+  well-behaved publisher does, and returns them as the topic holds them;
+- ``fresh_run`` decides published events with the pure Processor, partition
+  by partition in offset order, with fresh state: what a fresh worker over
+  the whole topic decides (independent of the replay's own merge);
+- ``latest``/``wait_until`` read ClickHouse's latest decision per event id.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Producer
+
+from eventsieve.config import Settings, settings_environment
+from eventsieve.pipeline import eventsieve_argv
+from eventsieve.services import kafka_bootstrap
+from eventsieve.supervisor import Program, Supervisor
+from schemas.canonical import topic_key
+from schemas.codecs import decode_dropped, encode_raw
+from schemas.events import RawEvent
+from streams.partitioning import partition_for
+from streams.processor import Processor, Record, Sink
+from streams.replay import ReplayRange, label_of
+from streams.replay_run import latest_decisions
+from streams.state import InMemoryState
+
+
+@dataclass(frozen=True)
+class Published:
+    """A raw event as the topic holds it."""
+
+    event: RawEvent
+    partition: int
+    offset: int
+    value: bytes
+
+    @property
+    def key(self) -> bytes:
+        return topic_key(self.event["project"], self.event["user_id"] or "").encode()
+
+
+class Topic:
+    """Publishes to the raw topic and remembers each record's offset."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.offsets: dict[int, int] = {}
+        self.records: list[Published] = []
+
+    def publish(self, events: Sequence[RawEvent]) -> list[Published]:
+        producer = Producer(
+            {"bootstrap.servers": kafka_bootstrap(self.settings), "enable.idempotence": True}
+        )
+        out = []
+        for event in events:
+            value = encode_raw(event)
+            key = topic_key(event["project"], event["user_id"] or "").encode()
+            partition = partition_for(key, self.settings.topics.partitions)
+            producer.produce(self.settings.topics.raw, key=key, value=value, partition=partition)
+            offset = self.offsets.get(partition, 0)
+            self.offsets[partition] = offset + 1
+            out.append(Published(event, partition, offset, value))
+        assert producer.flush(30) == 0
+        self.records.extend(out)
+        return out
+
+
+def fresh_run(settings: Settings, records: Sequence[Published]) -> dict[str, str]:
+    """Every event's decision in a fresh run: each partition in offset order, fresh state.
+
+    Valid for records placed on their key's partition and order ids used by
+    one user each (the synthetic mix): then no decision depends on how
+    partitions interleave.
+    """
+    processor = Processor(settings)
+    users: dict[int, InMemoryState] = {}
+    orders: dict[int, InMemoryState] = {}
+    order_offsets: dict[int, int] = {}
+    out: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: (r.partition, r.offset)):
+        record = Record(settings.topics.raw, r.partition, r.offset, r.key, r.value)
+        outcome = processor.on_raw(record, users.setdefault(r.partition, InMemoryState()))
+        assert outcome.sink is not Sink.REKEY
+        if outcome.sink is Sink.ORDERS:
+            [o] = outcome.outputs
+            p = o.partition or 0
+            offset = order_offsets.get(p, 0)
+            order_offsets[p] = offset + 1
+            outcome = processor.on_order(
+                Record(settings.topics.orders, p, offset, o.key, o.value),
+                orders.setdefault(p, InMemoryState()),
+            )
+        [o] = outcome.outputs
+        if outcome.sink is Sink.CLEAN:
+            out[r.event["event_id"]] = "accepted"
+        else:
+            assert outcome.sink is Sink.DROPPED
+            out[r.event["event_id"]] = label_of("dropped", decode_dropped(o.value)["reason"])
+    return out
+
+
+def latest(settings: Settings) -> dict[str, str]:
+    """ClickHouse's latest decision of every stored event."""
+    return latest_decisions(settings, ReplayRange(0))
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, pipeline: Pipeline | None = None, timeout: float = 90.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if pipeline is not None:
+            pipeline.assert_alive()
+        if time.monotonic() > deadline:
+            logs = pipeline.log() if pipeline is not None else ""
+            pytest.fail(f"timed out waiting for {what}\n{logs}")
+        time.sleep(0.3)
+
+
+class Pipeline:
+    """The stream worker and the sink, running on the test's topics and database."""
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.log_path = workdir / "pipeline.log"
+        self._out = self.log_path.open("w")
+        env = settings_environment(settings)
+        env["EVENTSIEVE_LOG_LEVEL"] = "WARNING"
+        self.supervisor = Supervisor(
+            [
+                Program("worker", eventsieve_argv(None, "worker")),
+                Program("sink", eventsieve_argv(None, "sink")),
+            ],
+            out=self._out,
+            env=env,
+        )
+        self.supervisor.start()
+
+    def assert_alive(self) -> None:
+        assert self.supervisor.exited() is None, self.log()
+
+    def log(self) -> str:
+        self._out.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+        self._out.close()
+
+
+@pytest.fixture
+def live_settings(test_settings: Settings, tmp_path: Path) -> Settings:
+    """The test's settings with a private worker group, state dir and sink group."""
+    tag = uuid.uuid4().hex[:8]
+    return test_settings.model_copy(
+        update={
+            "streams": test_settings.streams.model_copy(
+                update={"app_id": f"replay-{tag}", "data_dir": tmp_path / "streams"}
+            ),
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"replay-sink-{tag}", "batch_max_interval_s": 0.3}
+            ),
+        }
+    )
+
+
+@pytest.fixture
+def pipeline(live_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
+    running = Pipeline(live_settings, tmp_path)
+    try:
+        yield running
+        running.assert_alive()
+    finally:
+        running.stop()
+
+
+@dataclass(frozen=True)
+class Kit:
+    """The helpers above, as one fixture (test modules cannot import conftest)."""
+
+    Topic: type[Topic] = Topic
+    fresh_run = staticmethod(fresh_run)
+    latest = staticmethod(latest)
+    wait_until = staticmethod(wait_until)
+
+
+@pytest.fixture
+def kit() -> Kit:
+    return Kit()
