@@ -344,14 +344,24 @@ def _close(consumer: Consumer, merge: TimeOrderedMerge, topic: str, partition: i
 
 
 def latest_decisions(settings: Settings, span: ReplayRange) -> dict[str, str]:
-    """ClickHouse's latest decision per event id in the range (``accepted``/``dropped:<r>``).
+    """ClickHouse's latest decision per event id in the range (``accepted``/``dropped:<r>``)."""
+    from sinks.service import connect
+
+    ch = connect(settings)
+    try:
+        return read_latest(ch, span)
+    except ClickHouseUnavailableError as exc:
+        raise ReplayError(f"reading the current decisions failed: {exc}") from exc
+    finally:
+        ch.close()
+
+
+def read_latest(ch: ClickHouse, span: ReplayRange) -> dict[str, str]:
+    """The latest decision per event id in the range, read through ``ch``.
 
     The range filter is on ``project`` and ``event_time`` only, before the
     reduction by ``argMax(.., version)`` (the exact-read rule of sinks/queries.py).
     """
-    from sinks.service import connect
-
-    ch: ClickHouse = connect(settings)
     db = quote_identifier(ch.database)
     where = ["event_time >= toDateTime(%(start)s)"]
     params: dict[str, object] = {"start": span.start_s}
@@ -366,12 +376,7 @@ SELECT event_id, toString(argMax(decision, version)), argMax(drop_reason, versio
 FROM {db}.events
 WHERE {" AND ".join(where)}
 GROUP BY event_id"""
-    try:
-        rows = ch.execute(sql, params)
-    except ClickHouseUnavailableError as exc:
-        raise ReplayError(f"reading the current decisions failed: {exc}") from exc
-    finally:
-        ch.close()
+    rows = ch.execute(sql, params)
     return {str(event_id): label_of(str(d), str(r)) for event_id, d, r in rows}
 
 
