@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 import orjson
 
 from eventsieve.config import Settings
-from schemas.codecs import decode_clean, decode_dropped
 from streams.processor import Output, Processor, Record, Sink
 from streams.state import InMemoryState
 
@@ -201,16 +200,15 @@ class Replayer:
             self.counts.dlq += 1
             return None
         [out] = outcome.outputs
-        event = decode_clean(out.value) if out.sink is Sink.CLEAN else decode_dropped(out.value)
-        if not self.span.contains(event["project"], event["timestamp"]):
+        event_id, project, timestamp = output_head(out.value)
+        if not self.span.contains(project, timestamp):
             self.counts.context += 1
             return None
-        label = (
-            ACCEPTED if out.sink is Sink.CLEAN else label_of("dropped", event["reason"])  # type: ignore[typeddict-item]
-        )
+        dropped = outcome.dropped
+        label = ACCEPTED if dropped is None else label_of("dropped", dropped.reason.value)
         self.counts.in_range += 1
         self.counts.labels[label] += 1
-        return Decided(event["event_id"], label, out)
+        return Decided(event_id, label, out)
 
     def _user_state(self, partition: int) -> InMemoryState:
         state = self.user_states.get(partition)
@@ -234,6 +232,36 @@ class Replayer:
         offset = self.next_offset.get(slot, 0)
         self.next_offset[slot] = offset + 1
         return Record(topic, partition, offset, out.key, out.value)
+
+
+def output_head(value: bytes) -> tuple[str, str, int]:
+    """``(event_id, project, timestamp)`` of an encoded CleanEvent or DroppedEvent.
+
+    Reads only the first four fields of the Avro body (after the 10-byte
+    single-object header): both schemas start ``event_id, project, name,
+    timestamp``. A full decode of every output cost the replay about a sixth
+    of its time, only to learn these three values.
+    """
+    pos = 10
+    fields: list[str] = []
+    for _ in range(3):
+        length, pos = _varint(value, pos)
+        fields.append(value[pos : pos + length].decode())
+        pos += length
+    timestamp, _ = _varint(value, pos)
+    return fields[0], fields[1], timestamp
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """An Avro zig-zag varint at ``pos``: (value, next position)."""
+    shift = result = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
 
 
 def changes(

@@ -6,8 +6,9 @@ import pytest
 
 from eventsieve.config import ProjectSettings, Settings, ShieldSettings
 from schemas.canonical import topic_key
-from schemas.codecs import decode_dropped, encode_raw
-from schemas.events import new_raw_event
+from schemas.codecs import decode_dropped, encode_clean, encode_dropped, encode_raw
+from schemas.events import clean_event, dropped_event, new_raw_event
+from schemas.reasons import Stage
 from streams.partitioning import partition_for
 from streams.processor import Record, Sink
 from streams.replay import (
@@ -18,6 +19,7 @@ from streams.replay import (
     TimeOrderedMerge,
     changes,
     checkpoint_key,
+    output_head,
     rules_fingerprint,
 )
 
@@ -262,3 +264,15 @@ def test_ack_tracker_keeps_only_the_unbroken_prefix():
     t.callback(8)("broker down", None)
     assert t.prefix == 8
     assert t.failed == [(8, "broker down")]
+
+
+@pytest.mark.parametrize("timestamp", [0, 1, T0, 2**41 + 12345])
+def test_output_head_reads_id_project_and_time_of_both_outputs(timestamp):
+    event = raw(timestamp, project="other", event_id="é-" + "x" * 70)
+    clean = encode_clean(clean_event(event, normalised_name="x", user_key="u", decided_at=5))
+    dropped = encode_dropped(
+        dropped_event(event, reason="bot", stage=Stage.BOT, decided_at=5, user_key="u")
+    )
+    want = ("é-" + "x" * 70, "other", timestamp)
+    assert output_head(clean) == want
+    assert output_head(dropped) == want
