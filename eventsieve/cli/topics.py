@@ -310,6 +310,7 @@ def _produce(settings: Settings, topic: str, prepared: list[Prepared]) -> list[d
             "bootstrap.servers": kafka_bootstrap(settings),
             "enable.idempotence": True,
             "acks": "all",
+            "partitioner": "murmur2_random",  # the stream's (Java) partitioner
             "linger.ms": 20,
             "compression.type": "lz4",
             "message.timeout.ms": 30_000,
