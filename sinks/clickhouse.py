@@ -31,11 +31,13 @@ class ClickHouse:
     def __init__(self, url: str, database: str, connect_timeout: float = 3.0) -> None:
         self.url = url
         self.database = database
-        # send_receive_timeout bounds a hung server: an insert of 50k rows takes
-        # well under a second, so 30 s means the server is not answering.
+        # send_receive_timeout bounds a hung server. An insert of 50k rows
+        # usually takes about a second, but one that creates many partitions on
+        # a loaded old server took over 30 s here, and a timed-out insert is
+        # retried whole; 120 s stays well inside Kafka's 300 s poll interval.
         sep = "&" if "?" in url else "?"
         self.client = Client.from_url(
-            f"{url}{sep}connect_timeout={connect_timeout}&send_receive_timeout=30"
+            f"{url}{sep}connect_timeout={connect_timeout}&send_receive_timeout=120"
         )
         self._features: ServerFeatures | None = None
 

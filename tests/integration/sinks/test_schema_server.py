@@ -127,14 +127,3 @@ def test_a_dead_server_is_reported_as_unavailable() -> None:
     dead = ClickHouse("clickhouse://default:@127.0.0.1:1/default", "nothing", connect_timeout=1)
     with pytest.raises(ClickHouseUnavailableError):
         dead.scalar("SELECT 1")
-
-
-def test_a_batch_spanning_many_months_is_accepted_by_the_server(ch: ClickHouse) -> None:
-    migrate(ch)
-    month_ms = 31 * 86_400_000
-    history = [
-        (acc(f"h{i}", T0, timestamp=1_263_513_600_000 + i * month_ms), Decision.ACCEPTED)
-        for i in range(150)
-    ]
-    write(ch, *history)
-    assert ch.scalar(f"SELECT uniqExact(toYYYYMM(event_time)) FROM {ch.database}.events") == 150
