@@ -18,10 +18,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
 	touch $@
 
-# The main job: bring up the local Kafka + ClickHouse stack and show it.
+# The main job: the local Kafka + ClickHouse stack, the ClickHouse schema, then
+# the producer endpoint, a stream worker and the sink in the foreground.
+# Ctrl-C stops all of it.
 run: setup
-	$(BIN)/eventsieve stack up
-	$(BIN)/eventsieve stack status
+	$(BIN)/eventsieve run
 
 # The whole test suite: unit tests, then integration tests against the real
 # Kafka broker and ClickHouse server (provisioned on first use).

@@ -11,13 +11,17 @@ drop reason — nothing lost, nothing counted twice, nothing extra.
 from __future__ import annotations
 
 import datetime as dt
+import shlex
 import socket
+import subprocess
 import uuid
+from collections import Counter
 
 import pytest
 
+from eventsieve.cli.run import curl_examples
 from eventsieve.config import Settings, settings_environment
-from eventsieve.demo import differences, script, send, wait_for_counts
+from eventsieve.demo import Script, differences, script, send, wait_for_counts
 from eventsieve.pipeline import endpoint_url, programs, wait_for_endpoint
 from eventsieve.supervisor import Supervisor
 
@@ -66,3 +70,20 @@ def test_scripted_traffic_lands_as_exact_counts(pipeline: Settings):
     assert differences(traffic.accepted, accepted) == {}
     assert differences(traffic.dropped, dropped) == {}
     assert sum(accepted.values()) + sum(dropped.values()) == traffic.events == 25
+
+
+def test_every_curl_example_of_the_run_banner_lands(pipeline: Settings):
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    examples = curl_examples(pipeline)
+    for api, command in examples:
+        argv = [*shlex.split(command), "-s", "-o", "/dev/null", "-w", "%{http_code}"]
+        status = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+        assert status in {"200", "202"}, (api, status)
+    expected = Counter(
+        {"$pageview": 1, "signup": 1, "Viewed Product": 1, "confirmation": 1,
+         "Plan Upgraded": 1, "Report Exported": 1}
+    )  # fmt: skip
+    traffic = Script("curl", (), expected, Counter())
+    accepted, dropped = wait_for_counts(pipeline, "demo", traffic, since, timeout=90)
+    assert (accepted, dropped) == (expected, Counter())
+    assert len(examples) == 6
