@@ -299,6 +299,7 @@ def read_snapshot(
         return
     consumer.assign(assigned)
     paused: set[int] = set()
+    started: set[int] = set()
     while merge.open:
         for message in consumer.consume(1000, 1.0):
             partition = message.partition()
@@ -310,9 +311,18 @@ def read_snapshot(
                     continue
                 raise ReplayError(f"reading {topic}: {error}")
             offset = message.offset()
-            end = snapshot[partition][1]
+            first, end = snapshot[partition]
             if partition not in merge.open or offset >= end:
                 continue
+            if partition not in started:
+                started.add(partition)
+                if offset > first:
+                    # Retention removed records of the snapshot: the run would not
+                    # be the one the snapshot (and a checkpoint's count) describes.
+                    raise ReplayError(
+                        f"{topic}[{partition}] now starts at offset {offset}, after the "
+                        f"snapshot's {first} (retention); start over with --fresh"
+                    )
             _, timestamp = message.timestamp()
             merge.push(
                 Record(
