@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import KafkaSettings, Settings, load_settings
 from eventsieve.kafka import ensure_topics, topic_names
@@ -194,6 +195,7 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
+        _delete_topics(bootstrap, prefix)
     if first is None or last is None:
         raise SystemExit("no decisions came out")
     print(
@@ -208,6 +210,17 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
         f"  load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
         f"on {os.cpu_count()} cores (shared machine)"
     )
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """Leave the broker as we found it: our topics and the worker's internal ones."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        try:
+            future.result()
+        except Exception as exc:  # best effort: report and go on
+            print(f"could not delete a topic: {exc}")
 
 
 def main() -> None:

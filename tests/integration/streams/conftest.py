@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,6 +95,7 @@ class Worker:
 
     def __init__(self, settings: Settings, app_id: str, workdir: Path, label: str) -> None:
         self.app_id = app_id
+        self.bootstrap = kafka_bootstrap(settings)
         self.log_path = workdir / f"{label}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
@@ -138,6 +140,18 @@ def worker_factory(tmp_path: Path) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+    if started:
+        _delete_internal_topics(started[0].bootstrap, app_id)
+
+
+def _delete_internal_topics(bootstrap: str, app_id: str) -> None:
+    """Faust's changelog/assignor topics and the re-key topic, all named ``<app_id>-...``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-")]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result()
 
 
 def publish(settings: Settings, records: Sequence[Raw]) -> None:
