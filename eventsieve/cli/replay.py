@@ -7,6 +7,7 @@ this module parses options, shows progress and prints the report.
 from __future__ import annotations
 
 import datetime as dt
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,10 @@ class _RateColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
         return Text("" if speed is None else f"{speed:,.0f} rec/s", style="progress.data.speed")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _when(seconds: int | None) -> str:
@@ -83,6 +88,8 @@ def replay(
         raise UsageError(f"unknown project {project!r}")
     # Whole seconds: ClickHouse's event_time has no finer resolution.
     span = ReplayRange(int(t1.timestamp()), None if t2 is None else int(t2.timestamp()), project)
+    # `kill` stops it like Ctrl-C: acknowledged outputs are checkpointed first.
+    signal.signal(signal.SIGTERM, _interrupt)
     console = Console(stderr=True)
     with Progress(
         TextColumn("[progress.description]{task.description}"),
