@@ -276,3 +276,28 @@ def test_output_head_reads_id_project_and_time_of_both_outputs(timestamp):
     want = ("é-" + "x" * 70, "other", timestamp)
     assert output_head(clean) == want
     assert output_head(dropped) == want
+
+
+def test_an_order_id_shared_by_two_users_goes_to_the_earliest_record_whatever_the_partitions():
+    log = Log()
+    a = raw(T0 + 1_000, name="purchase", order_id="o-9", user_id="alice")
+    b = raw(T0 + 1_000, name="purchase", order_id="o-9", user_id="bob")
+    ra, rb = log.record(a), log.record(b)
+    assert ra.partition != rb.partition
+    for first, second in ((ra, rb), (rb, ra)):
+        early = Record(**{**_fields(first), "timestamp": T0})
+        late = Record(**{**_fields(second), "timestamp": T0 + 5})
+        merge = TimeOrderedMerge(range(PARTITIONS))
+        for r in (late, early):  # pushed in the "wrong" order: the merge decides
+            merge.push(r)
+        for p in range(PARTITIONS):
+            merge.finish(p)
+        replayer = Replayer(settings(), ReplayRange(S0), decided_at=99, rekey_topic="rekey")
+        got = {d.event_id: d.label for r in merge.drain() if (d := replayer.feed(r))}
+        early_id = (a if first is ra else b)["event_id"]
+        late_id = (b if first is ra else a)["event_id"]
+        assert got == {early_id: "accepted", late_id: "dropped:duplicate_order"}
+
+
+def _fields(r: Record) -> dict:
+    return {name: getattr(r, name) for name in Record.__slots__}
