@@ -34,6 +34,7 @@ from eventsieve.supervisor import Program, Supervisor
 from schemas.events import derived_event_id
 
 EVENTSIEVE = [sys.executable, "-m", "eventsieve"]
+LOGLEVEL = os.environ.get("EVENTSIEVE_TEST_WORKER_LOGLEVEL", "warning")  # "info" to debug
 LAST: dict = {}  # the offsets last seen by sink_caught_up, shown when it times out
 
 
@@ -45,8 +46,8 @@ class Pipeline:
         self._log = log.open("a")
         self.supervisor = Supervisor(
             [
-                Program("worker", [*EVENTSIEVE, "worker", "--loglevel", "warning"]),
-                Program("sink", [*EVENTSIEVE, "sink", "--loglevel", "warning"]),
+                Program("worker", [*EVENTSIEVE, "worker", "--loglevel", LOGLEVEL]),
+                Program("sink", [*EVENTSIEVE, "sink", "--loglevel", LOGLEVEL]),
             ],
             out=self._log,
             env=settings_environment(settings),
@@ -150,6 +151,30 @@ def sink_caught_up(settings: Settings, at_least: dict[str, int]) -> bool:
         consumer.close()
 
 
+def wait_ready(settings: Settings, pipeline: Pipeline, ch: Client) -> int:
+    """Return once the worker and the sink decide and land a fresh record; the probes sent.
+
+    Records published while a worker is still joining its group can stay
+    undecided until the next rebalance (a faust-streaming read-offset race,
+    see streams/README.md), so the test publishes only to a running pipeline.
+    A probe caught by that race is simply followed by another one.
+    """
+    deadline = time.monotonic() + 90
+    sent = 0
+    while time.monotonic() < deadline:
+        sent += 1
+        probe = f"probe-{uuid.uuid4()}"
+        value = {"event_id": probe, "project": "demo", "name": "probe", "user_id": probe}
+        publish(settings, [(f"demo:{probe}".encode(), orjson.dumps(value))])
+        round_ends = time.monotonic() + 15
+        while time.monotonic() < round_ends:
+            pipeline.check_alive()
+            if probe in rows(ch, "demo"):
+                return sent
+            time.sleep(0.3)
+    pytest.fail(f"the pipeline decided no probe\n{pipeline.log_path.read_text()[-4000:]}")
+
+
 def wait_until(condition: Callable[[], bool], pipeline: Pipeline, what: str, timeout=90.0):
     deadline = time.monotonic() + timeout
     while not condition():
@@ -212,8 +237,12 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
     )
 
     def shop(user: str, n: int) -> tuple[bytes, bytes]:
-        event = {"project": "shop", "name": "Added To Cart", "user_id": user, "properties": {}}
-        event["properties"] = {"n": str(n)}
+        event = {
+            "project": "shop",
+            "name": "Added To Cart",
+            "user_id": user,
+            "properties": {"n": n},
+        }
         return f"shop:{user}".encode(), orjson.dumps(event)
 
     demo = [
@@ -226,13 +255,17 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
     # u3 twice with the same properties: the second is a duplicate (Vero's 3-minute rule).
     poison = [shop("u0", 0), shop("u1", 1), shop("u2", 2), shop("u3", 3), shop("u3", 3)]
     garbage = [(b"shop:u9", b"this is not an event")]
-    ids = publish(settings, demo + poison + garbage)
-    demo_ids, shop_ids = ids[:2], ids[2:7]
 
     # 1. The worker without the project: the shop events and the garbage land in the DLQ.
+    migrate = [*EVENTSIEVE, "migrate"]
+    env = {**os.environ, **settings_environment(settings)}
+    subprocess.run(migrate, env=env, check=True, capture_output=True, timeout=120)
     pipeline = pipelines(settings)
+    probes = wait_ready(settings, pipeline, ch_client)
+    ids = publish(settings, demo + poison + garbage)
+    demo_ids, shop_ids = ids[:2], ids[2:7]
     wait_until(lambda: dlq.list_dlq(settings, idle_timeout_s=2)[1] >= 6, pipeline, "the DLQ")
-    wait_until(lambda: set(rows(ch_client, "demo")) == set(demo_ids), pipeline, "the demo events")
+    wait_until(lambda: set(demo_ids) <= set(rows(ch_client, "demo")), pipeline, "the demo events")
     listed = cli(settings, "list")
     assert listed["records"] == 6
     assert {(g["topic"], g["error_type"]): g["count"] for g in listed["groups"]} == {
@@ -249,6 +282,7 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
     # 3. The fix: the project is configured, the worker restarted with it.
     pipeline.stop()
     pipeline = pipelines(fixed)
+    probes += wait_ready(fixed, pipeline, ch_client)
     dry = cli(fixed, "redrive", "--from-beginning", "--dry-run")
     assert (dry["redriven"], dry["still_failing"]) == (5, 1)
     assert rows(ch_client, "shop") == {}  # a dry run publishes nothing
@@ -264,10 +298,11 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
     # 4. Re-drive everything again: decided again, counted once.
     second = cli(fixed, "redrive", "--from-beginning")
     assert (second["redriven"], second["still_failing"]) == (5, 1)
-    outputs = {fixed.topics.clean: 2 + 4 + 4, fixed.topics.dropped: 1 + 1}
+    outputs = {fixed.topics.clean: probes + 2 + 4 + 4, fixed.topics.dropped: 1 + 1}
     wait_until(lambda: sink_caught_up(fixed, outputs), pipeline, "the second re-drive")
     assert rows(ch_client, "shop") == want
-    assert set(rows(ch_client, "demo")) == set(demo_ids)
+    demo_rows = rows(ch_client, "demo")
+    assert all(demo_rows[i] == ("accepted", "", 1) for i in demo_ids)
     # The re-drives decided the events instead of failing them again: every DLQ
     # record is still one of the original raw records.
     assert {
