@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import Settings, settings_environment
 from eventsieve.pipeline import eventsieve_argv
@@ -182,6 +184,17 @@ def pipeline(live_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
         running.assert_alive()
     finally:
         running.stop()
+        _delete_internal_topics(kafka_bootstrap(live_settings), live_settings.streams.app_id)
+
+
+def _delete_internal_topics(bootstrap: str, app_id: str) -> None:
+    """The worker's changelog, assignor and re-key topics, all named ``<app_id>-...``."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{app_id}-")]
+    if names:
+        for future in admin.delete_topics(names, operation_timeout=10).values():
+            with contextlib.suppress(Exception):
+                future.result()
 
 
 @dataclass(frozen=True)
