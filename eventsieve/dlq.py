@@ -342,6 +342,9 @@ def _consumer(settings: Settings, group_id: str) -> Consumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # A command, not a daemon: failures surface as one DlqError/ServiceError
+            # line, not as librdkafka's per-connection log lines.
+            "log_level": 0,
         }
     )
 
@@ -453,6 +456,7 @@ class Redriver:
                 "partitioner": "murmur2_random",
                 "linger.ms": 20,
                 "compression.type": "lz4",
+                "log_level": 0,  # failures surface as DlqError (see _consumer)
             }
         )
 
