@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from eventsieve.config import Settings
+from sinks.rows import COPY_REASONS
 from streams.processor import Output, Processor, Record, Sink
 from streams.state import InMemoryState
 
@@ -262,6 +263,23 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
+
+
+# Drops of a repeated delivery of the same event id (sinks.rows.COPY_REASONS):
+# in ClickHouse they rank below any other decision of that event id.
+COPY_LABELS = frozenset(label_of("dropped", r) for r in COPY_REASONS)
+
+
+def record_label(labels: dict[str, str], event_id: str, label: str) -> None:
+    """Note ``event_id``'s new decision as the sink will rank it.
+
+    An event id published twice is decided twice; a copy-drop of the second
+    delivery does not replace the first delivery's decision in ClickHouse
+    (``decision_version``), so it does not replace it here either.
+    """
+    if label in COPY_LABELS and labels.get(event_id, label) != label:
+        return
+    labels[event_id] = label
 
 
 def changes(

@@ -49,6 +49,7 @@ from streams.replay import (
     changes,
     checkpoint_key,
     label_of,
+    record_label,
     rules_fingerprint,
 )
 
@@ -163,7 +164,7 @@ def run_replay(settings: Settings, options: ReplayOptions) -> ReplayReport:
                     options.progress(read, total)
                 if decided is None:
                     continue
-                labels[decided.event_id] = decided.label
+                record_label(labels, decided.event_id, decided.label)
                 if emit is not None:
                     emit.send(decided.output)
             if options.progress is not None:

@@ -20,6 +20,7 @@ from streams.replay import (
     changes,
     checkpoint_key,
     output_head,
+    record_label,
     rules_fingerprint,
 )
 
@@ -301,3 +302,13 @@ def test_an_order_id_shared_by_two_users_goes_to_the_earliest_record_whatever_th
 
 def _fields(r: Record) -> dict:
     return {name: getattr(r, name) for name in Record.__slots__}
+
+
+def test_a_copy_drop_of_a_repeated_event_id_does_not_replace_its_decision():
+    labels: dict[str, str] = {}
+    record_label(labels, "a", "accepted")
+    record_label(labels, "a", "dropped:duplicate_idempotency_key")
+    record_label(labels, "b", "dropped:duplicate_idempotency_key")
+    record_label(labels, "c", "dropped:duplicate_idempotency_key")
+    record_label(labels, "c", "dropped:bot")
+    assert labels == {"a": "accepted", "b": "dropped:duplicate_idempotency_key", "c": "dropped:bot"}
