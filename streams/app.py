@@ -20,17 +20,32 @@ re-delivered event the same decision (see streams/rules/windows.py), and every
 output carries the event's stable ``event_id``. A failed send crashes the
 worker instead of skipping the record. Faust's ``exactly_once`` is not used
 (open bugs, see PITFALLS.md).
+
+The committed offset is ours, not Faust's: per partition, the shell decides
+records strictly in offset order starting at the group's committed offset
+(``_Frontier``), and the consumer commits only the offset below which every
+record was decided and delivered (``_GuardedConsumer``). faust-streaming
+0.15.3 can hand the agents a partition with a hole after a rebalance or
+restart (see streams/README.md, "Delivery"); a hole is never skipped: the
+partition is sought back to the first undecided offset, unless the broker
+itself confirms that no record lies in the hole (transaction markers).
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import EventT
+from confluent_kafka import Consumer as KafkaConsumer
+from confluent_kafka import KafkaError, TopicPartition
+from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
+from faust.types import TP, EventT
 
 from eventsieve.config import Settings
 from eventsieve.logging import get_logger
@@ -91,6 +106,8 @@ def build_app(
         # Kafka wants heartbeats well inside the session timeout.
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
     )
+    frontiers: dict[TP, _Frontier] = {}
+    app.transport.Consumer = type("GuardedConsumer", (_GuardedConsumer,), {"frontiers": frontiers})
     processor = processor or Processor(settings)
     metrics = metrics or StreamMetrics()
     raw_topic = app.topic(topics.raw, key_serializer="raw", value_serializer="raw")
@@ -117,7 +134,7 @@ def build_app(
             partitions=topics.partitions,
         )
     )
-    shell = _Shell(app, sinks, metrics)
+    shell = _Shell(app, sinks, metrics, frontiers, kafka_bootstrap(settings))
 
     @app.agent(raw_topic, name="decide_raw")
     async def decide_raw(stream: faust.StreamT) -> None:
@@ -149,16 +166,105 @@ def build_app(
     return app
 
 
+class Admit(enum.Enum):
+    """What the shell does with a delivered record (``_Frontier.admit``)."""
+
+    DECIDE = "decide"  # the next record of the partition
+    SKIP = "skip"  # already decided in this assignment (a re-delivery)
+    HOLE = "hole"  # records before it were never delivered: do not decide it yet
+
+
+@dataclass
+class _Frontier:
+    """One partition's decided prefix.
+
+    ``next`` is the first offset not decided yet; ``committable`` the offset
+    below which every record is decided *and* its outputs acknowledged (what
+    may be committed). A record above ``next`` is decided only when the
+    broker has confirmed that nothing lies in between (``empty_until``: no
+    record in ``[next, empty_until)``), e.g. a transaction marker.
+    """
+
+    next: int
+    committable: int
+    empty_until: int | None = None
+
+    def admit(self, offset: int) -> Admit:
+        if offset < self.next:
+            return Admit.SKIP
+        if offset > self.next and (self.empty_until is None or offset > self.empty_until):
+            return Admit.HOLE
+        self.next = offset + 1
+        self.empty_until = None
+        return Admit.DECIDE
+
+
+class _NoReadOffset(dict):  # type: ignore[type-arg]
+    """Faust's per-partition read offset, made inert.
+
+    faust-streaming drops every fetched record below its read offset and
+    counts jumps above it as gaps that are committed as if processed. The read
+    offset is also written by in-flight fetches after a seek, so it can run
+    ahead of records never processed (they are then dropped, and their offsets
+    committed as a gap). Reading ``None`` turns both off: every fetched record
+    reaches the shell, which skips re-deliveries by offset (``_Frontier``).
+    """
+
+    def __getitem__(self, key: Any) -> None:
+        return None
+
+
+class _GuardedConsumer(AIOKafkaConsumer):
+    """Faust's aiokafka consumer, committing only the shell's decided prefix."""
+
+    frontiers: dict[TP, _Frontier]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset = _NoReadOffset()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit for ``tp``: the shell's, never Faust's acked-plus-gaps."""
+        frontier = self.frontiers.get(tp)
+        acked = self._acked[tp]
+        if frontier is None:
+            return None
+        done = frontier.committable
+        if acked:  # Faust's own bookkeeping of acks, kept bounded
+            acked[:] = [o for o in acked if o >= done]
+            self._acked_index[tp].intersection_update(acked)
+        return done
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Never count offsets as processed because they were not seen."""
+
+    async def committed_offset(self, tp: TP) -> int | None:
+        """The group's committed offset for ``tp`` as the broker has it now."""
+        thread = self._thread
+        offset = await thread.call_thread(thread._ensure_consumer().committed, tp)
+        return int(offset) if offset is not None else None
+
+
 class _Shell:
     """Moves one agent's records through the processor and acks after delivery."""
 
-    def __init__(self, app: faust.App, sinks: dict[Sink, Any], metrics: StreamMetrics) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        sinks: dict[Sink, Any],
+        metrics: StreamMetrics,
+        frontiers: dict[TP, _Frontier],
+        bootstrap: str,
+    ) -> None:
         self.app = app
         self.sinks = sinks
         self.metrics = metrics
+        self.frontiers = frontiers
+        self.bootstrap = bootstrap
         self.positions: dict[Any, int] = {}
         self._crashing: set[asyncio.Future[Any]] = set()
         self._pending: dict[Any, deque[list[Any]]] = {}
+        self._holes: dict[TP, asyncio.Future[Any]] = {}
 
     async def run(
         self,
@@ -169,8 +275,21 @@ class _Shell:
         sinks = self.sinks
         count = self.metrics.count
         positions = self.positions
+        frontiers = self.frontiers
         async for event in stream.noack().events():
             message = event.message
+            tp = message.tp
+            frontier = frontiers.get(tp)
+            if frontier is None:
+                frontier = await self._start(tp)
+                if frontier is None:  # revoked meanwhile
+                    continue
+            verdict = frontier.admit(message.offset)
+            if verdict is not Admit.DECIDE:
+                if verdict is Admit.HOLE:
+                    self._on_hole(tp, frontier, message.offset)
+                event.ack()  # Faust's bookkeeping only: commits follow the frontier
+                continue
             record = Record(
                 message.topic,
                 message.partition,
@@ -189,7 +308,7 @@ class _Shell:
             ]
             self._ack_when_delivered(event, futures)
             count(outcome)
-            positions[message.tp] = message.offset + 1
+            positions[tp] = message.offset + 1
             if outcome.sink is Sink.DLQ:
                 log.warning(
                     "record sent to dlq",
@@ -198,6 +317,64 @@ class _Shell:
                     offset=record.offset,
                     error=outcome.error,
                 )
+
+    async def _start(self, tp: TP) -> _Frontier | None:
+        """The frontier of a newly assigned partition: the group's committed offset.
+
+        Taken from the broker, not from what Faust delivers first: that first
+        record may lie beyond records Faust lost on the way (the hole this
+        guards against). Without a committed offset the partition starts at
+        its earliest offset (``consumer_auto_offset_reset="earliest"``).
+        """
+        consumer = self.app.consumer
+        assert isinstance(consumer, _GuardedConsumer)
+        start = await consumer.committed_offset(tp)
+        if start is None:
+            start = (await consumer.earliest_offsets(tp)).get(tp) or 0
+        if tp not in consumer.assignment():
+            return None
+        frontier = self.frontiers.get(tp)
+        if frontier is None:
+            frontier = self.frontiers[tp] = _Frontier(start, start)
+            log.info("partition start", topic=tp.topic, partition=tp.partition, offset=start)
+        return frontier
+
+    def _on_hole(self, tp: TP, frontier: _Frontier, offset: int) -> None:
+        """Resolve a hole before ``offset`` once: confirm it is empty, or seek back."""
+        if tp in self._holes:
+            return
+        task = asyncio.ensure_future(self._resolve_hole(tp, frontier, frontier.next, offset))
+        self._holes[tp] = task
+        task.add_done_callback(lambda _: self._holes.pop(tp, None))
+
+    async def _resolve_hole(self, tp: TP, frontier: _Frontier, start: int, seen: int) -> None:
+        loop = asyncio.get_running_loop()
+        first = await loop.run_in_executor(None, _first_offset_from, self.bootstrap, tp, start)
+        if self.frontiers.get(tp) is not frontier or frontier.next != start:
+            return  # revoked, or the hole filled meanwhile
+        if first is not None and first >= seen:
+            # The broker has nothing in [start, seen): a transaction marker or
+            # a compacted/deleted range. The record at `seen` comes again.
+            frontier.empty_until = first
+            log.info(
+                "empty offsets skipped",
+                topic=tp.topic,
+                partition=tp.partition,
+                start=start,
+                until=first,
+            )
+        else:
+            log.warning(
+                "records were not delivered; seeking back",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=start,
+                delivered=seen,
+            )
+        try:
+            await self.app.consumer.seek_wait({tp: start})
+        except Exception as exc:  # revoked meanwhile: the next owner starts at the commit
+            log.info("seek back failed", topic=tp.topic, partition=tp.partition, error=repr(exc))
 
     def _ack_when_delivered(self, event: EventT, futures: list[asyncio.Future[Any]]) -> None:
         """Ack ``event`` once all its outputs are acknowledged, in offset order per partition.
@@ -236,14 +413,19 @@ class _Shell:
     def _release(self, tp: Any, queue: deque[list[Any]]) -> None:
         if self._pending.get(tp) is not queue:
             return  # partition revoked meanwhile: its new owner decides these again
+        frontier = self.frontiers.get(tp)
         while queue and queue[0][1] == 0:
-            queue.popleft()[0].ack()
+            event = queue.popleft()[0]
+            event.ack()
+            if frontier is not None:
+                frontier.committable = event.message.offset + 1
 
     def forget(self, revoked: Any) -> None:
         """Drop the pending acks of revoked partitions (never ack them late)."""
         for tp in revoked:
             self._pending.pop(tp, None)
             self.positions.pop(tp, None)
+            self.frontiers.pop(tp, None)
 
     def report_lag(self) -> None:
         """Set the lag gauge for the partitions this worker holds now (revoked ones are gone)."""
@@ -260,6 +442,39 @@ class _Shell:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)
                 )
+
+
+def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.0) -> int | None:
+    """The offset of the first record at or after ``offset`` in ``tp`` (None: unknown).
+
+    Read with a throw-away consumer, outside Faust, so the answer is the
+    broker's: what a fetch from ``offset`` really returns. Isolation matches
+    Faust's at-least-once consumer (read_uncommitted).
+    """
+    consumer = KafkaConsumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"eventsieve-probe-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_uncommitted",
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(tp.topic, tp.partition, offset)])
+        message = consumer.poll(timeout)
+        if message is None:
+            return None
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return int(message.offset())
+            return None
+        return int(message.offset())
+    finally:
+        consumer.close()
 
 
 def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:

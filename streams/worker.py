@@ -7,6 +7,7 @@ module is what ``eventsieve worker`` calls.
 from __future__ import annotations
 
 import logging
+import time
 
 import faust
 from confluent_kafka.admin import AdminClient
@@ -33,14 +34,41 @@ def prepare_topics(settings: Settings) -> None:
     topics = settings.topics
     ensure_eventsieve_topics(settings)
     ensure_topics(bootstrap, [rekey_topic(settings)], topics.partitions, topics.replication_factor)
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=30)
-    for name in (topics.raw, topics.orders, rekey_topic(settings)):
-        found = len(metadata.topics[name].partitions)
+    names = (topics.raw, topics.orders, rekey_topic(settings))
+    partitions = _partition_counts(bootstrap, names)
+    for name in names:
+        found = partitions[name]
         if found != topics.partitions:
             raise StreamsError(
                 f"topic {name!r} has {found} partitions, the configuration says "
                 f"{topics.partitions} (topics.partitions): state would be split"
             )
+
+
+def _partition_counts(
+    bootstrap: str, names: tuple[str, ...], timeout: float = 30.0
+) -> dict[str, int]:
+    """Partition count per topic, waiting for topics created a moment ago.
+
+    A broker answers CreateTopics before every broker's metadata shows the new
+    topic (KRaft propagates it asynchronously), so the first listing can miss
+    a topic that ``ensure_topics`` has just created.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout)
+        found = {
+            name: len(metadata.topics[name].partitions)
+            for name in names
+            if name in metadata.topics and metadata.topics[name].error is None
+        }
+        missing = [name for name in names if not found.get(name)]
+        if not missing:
+            return found
+        if time.monotonic() > deadline:
+            raise StreamsError(f"topics {missing} do not show in the broker's metadata")
+        time.sleep(0.2)
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
