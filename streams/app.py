@@ -39,7 +39,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import faust
 from confluent_kafka import Consumer as KafkaConsumer
@@ -326,8 +326,7 @@ class _Shell:
         guards against). Without a committed offset the partition starts at
         its earliest offset (``consumer_auto_offset_reset="earliest"``).
         """
-        consumer = self.app.consumer
-        assert isinstance(consumer, _GuardedConsumer)
+        consumer = cast(_GuardedConsumer, self.app.consumer)
         start = await consumer.committed_offset(tp)
         if start is None:
             start = (await consumer.earliest_offsets(tp)).get(tp) or 0

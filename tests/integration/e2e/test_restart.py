@@ -81,11 +81,6 @@ def run_worker_and_sink(settings: Settings, log) -> Supervisor:
     return supervisor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: after a restart the faust consumer's read offset can run ahead of "
-    "the committed position and a record is dropped and committed past (lost)",
-)
 def test_records_waiting_across_a_restart_land_exactly_once(settings: Settings, tmp_path):
     log = (tmp_path / "pipeline.log").open("w")
     first = publish(settings, 60, "a")

@@ -1,0 +1,37 @@
+"""The per-partition frontier: records are decided in offset order, never past a hole."""
+
+from __future__ import annotations
+
+from streams.app import Admit, _Frontier
+
+
+def test_decides_in_order_and_skips_redeliveries():
+    f = _Frontier(10, 10)
+    assert [f.admit(o) for o in (10, 11, 10, 11, 12)] == [
+        Admit.DECIDE,
+        Admit.DECIDE,
+        Admit.SKIP,
+        Admit.SKIP,
+        Admit.DECIDE,
+    ]
+    assert f.next == 13
+    assert f.committable == 10  # moves only when outputs are acknowledged
+
+
+def test_a_record_after_a_hole_waits_for_the_hole():
+    f = _Frontier(71, 71)
+    assert f.admit(72) is Admit.HOLE
+    assert f.admit(73) is Admit.HOLE
+    assert f.next == 71
+    assert f.admit(71) is Admit.DECIDE
+    assert f.admit(72) is Admit.DECIDE
+
+
+def test_a_confirmed_empty_range_is_stepped_over_once():
+    f = _Frontier(5, 5)
+    assert f.admit(7) is Admit.HOLE
+    f.empty_until = 7  # the broker: nothing in [5, 7) (a transaction marker)
+    assert f.admit(8) is Admit.HOLE  # beyond what the broker confirmed
+    assert f.admit(7) is Admit.DECIDE
+    assert f.empty_until is None
+    assert f.admit(9) is Admit.HOLE
