@@ -47,3 +47,32 @@ def test_records_waiting_across_a_graceful_restart_are_all_decided(
     assert set(found.by_id) == first | second
     assert found.inconsistent() == {}
     assert set(found.final().values()) == {("clean", "")}
+
+
+def test_records_published_in_transactions_are_all_decided(
+    test_settings: Settings, worker_factory, kit
+):
+    """Transaction markers take offsets without being records: the worker steps over them."""
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap(test_settings),
+            "transactional.id": f"txn-{test_settings.topics.raw}",
+        }
+    )
+    producer.init_transactions(30)
+    ids = set()
+    for batch in range(4):
+        producer.begin_transaction()
+        for i in range(5):
+            user = f"txn-user-{i}"
+            event = new_raw_event(
+                project="demo", name=f"txn {batch}/{i}", user_id=user, source="direct"
+            )
+            key = topic_key("demo", user).encode()
+            producer.produce(test_settings.topics.raw, key=key, value=encode_raw(event))
+            ids.add(event["event_id"])
+        producer.commit_transaction(30)
+    worker = worker_factory(test_settings)
+    found = kit.collect(test_settings, len(ids), [worker], timeout=60)
+    assert set(found.by_id) == ids
+    assert set(found.final().values()) == {("clean", "")}
