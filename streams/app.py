@@ -156,6 +156,10 @@ def build_app(
         for state in (user_state, order_state):
             state.forget(tp.partition for tp in revoked)
 
+    @app.timer(interval=2.0)
+    async def _watch_stalls() -> None:
+        await shell.watch_stalls(frozenset({topics.raw, rekey_topic(settings), topics.orders}))
+
     @app.timer(interval=5.0)
     async def _report_lag() -> None:
         shell.report_lag()
@@ -265,6 +269,8 @@ class _Shell:
         self._crashing: set[asyncio.Future[Any]] = set()
         self._pending: dict[Any, deque[list[Any]]] = {}
         self._holes: dict[TP, asyncio.Future[Any]] = {}
+        self._stalled: dict[TP, tuple[int, int]] = {}
+        self._watched: dict[TP, tuple[int, int]] = {}
 
     async def run(
         self,
@@ -337,6 +343,39 @@ class _Shell:
             frontier = self.frontiers[tp] = _Frontier(start, start)
             log.info("partition start", topic=tp.topic, partition=tp.partition, offset=start)
         return frontier
+
+    async def watch_stalls(self, topics: frozenset[str]) -> None:
+        """Runs every 2 s: find partitions that stopped short of their records.
+
+        A hole shows when a later record arrives; records lost inside Faust at
+        the *end* of a partition leave nothing later to show it. A partition
+        whose frontier stayed below the broker's high watermark for two ticks,
+        with no output pending, is resolved like a hole (once per frontier and
+        high watermark, so an empty tail such as a transaction marker is
+        probed once, not every tick).
+        """
+        consumer = self.app.consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic not in topics or tp in self._holes:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except AssertionError:  # revoked meanwhile
+                continue
+            if not highwater:
+                continue
+            frontier = self.frontiers.get(tp) or await self._start(tp)
+            if frontier is None or frontier.next >= highwater or self._pending.get(tp):
+                self._stalled.pop(tp, None)
+                continue
+            state = (frontier.next, highwater)
+            if self._stalled.get(tp) != state:
+                self._stalled[tp] = state  # first tick without progress
+                continue
+            if self._watched.get(tp) == state:
+                continue  # already resolved once at this frontier and high watermark
+            self._watched[tp] = state
+            self._on_hole(tp, frontier, highwater)
 
     def _on_hole(self, tp: TP, frontier: _Frontier, offset: int) -> None:
         """Resolve a hole before ``offset`` once: confirm it is empty, or seek back."""
@@ -425,6 +464,8 @@ class _Shell:
             self._pending.pop(tp, None)
             self.positions.pop(tp, None)
             self.frontiers.pop(tp, None)
+            self._stalled.pop(tp, None)
+            self._watched.pop(tp, None)
 
     def report_lag(self) -> None:
         """Set the lag gauge for the partitions this worker holds now (revoked ones are gone)."""
