@@ -150,14 +150,18 @@ def new_topic(services: Services) -> Iterator[Callable[..., str]]:
 
 
 def _delete_topics(bootstrap: str, names: list[str]) -> None:
+    """Delete the topics a test made (best effort, bounded in time).
+
+    The admin client is kept alive until the deletions answered: a client
+    destroyed right after the call abandons them.
+    """
     if not names:
         return
-    futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics(
-        names, operation_timeout=10
-    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.delete_topics(names, operation_timeout=10, request_timeout=15)
     for future in futures.values():
         with contextlib.suppress(Exception):
-            future.result()
+            future.result(timeout=20)
 
 
 @pytest.fixture
