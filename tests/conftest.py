@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,6 +118,37 @@ def services() -> Iterator[Services]:
             for service in stack.managed:
                 if service.name in started:
                     service.stop()
+
+
+_handed_out: set[int] = set()
+
+
+@pytest.fixture
+def free_ports() -> Callable[[int], list[int]]:
+    """``free_ports(n)``: n distinct free loopback ports, never handed out twice.
+
+    They come from below the kernel's ephemeral range (32768+): a client that
+    retries a port in that range while nothing listens there can be given the
+    same port as its own source and connect to itself, and the server meant
+    for that port then fails to bind. Port 0 picks from that very range.
+    """
+
+    def pick(n: int) -> list[int]:
+        ports: list[int] = []
+        while len(ports) < n:
+            port = random.randrange(20_000, 32_000)
+            if port in _handed_out:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            ports.append(port)
+        return ports
+
+    return pick
 
 
 @pytest.fixture(scope="session")

@@ -174,11 +174,13 @@ class ClickHouseServer:
         return self.process.stop(timeout=30)
 
     def _diagnostics(self) -> str:
+        """The server's error log and its console output: a failed start shows in one of them."""
         err = self.process.log_file.parent / "clickhouse-server.err.log"
         tail = ""
         if err.exists():
             tail = "\n".join(err.read_text(errors="replace").splitlines()[-10:])
-        return tail or self.process.log_tail()
+        console = self.process.log_tail()
+        return "\n".join(part for part in (tail, console) if part) or "(no output)"
 
 
 def _install_with_apt() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
-import socket
 import subprocess
 import uuid
 from collections import Counter
@@ -26,19 +25,13 @@ from eventsieve.pipeline import endpoint_url, programs, wait_for_endpoint
 from eventsieve.supervisor import Supervisor
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def pipeline(test_settings: Settings, tmp_path):
+def pipeline(test_settings: Settings, tmp_path, free_ports):
     """The three pipeline processes on this test's topics and database."""
     tag = uuid.uuid4().hex[:8]
     settings = test_settings.model_copy(
         update={
-            "server": test_settings.server.model_copy(update={"port": free_port()}),
+            "server": test_settings.server.model_copy(update={"port": free_ports(1)[0]}),
             "streams": test_settings.streams.model_copy(
                 update={"app_id": f"e2e-{tag}", "data_dir": tmp_path / "streams"}
             ),

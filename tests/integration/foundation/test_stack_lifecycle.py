@@ -6,24 +6,12 @@ Runs on its own directory and ports, so the shared test stack is never touched.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
 CONFIG = Path(__file__).resolve().parents[3] / "eventsieve.toml"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def ours(stack_dir: Path) -> list[str]:
@@ -42,7 +30,7 @@ def ours(stack_dir: Path) -> list[str]:
     return found
 
 
-def test_up_is_idempotent_status_shows_versions_down_stops_everything(tmp_path):
+def test_up_is_idempotent_status_shows_versions_down_stops_everything(tmp_path, free_ports):
     stack_dir = tmp_path / "stack"
     kafka, controller, ch_tcp, ch_http = free_ports(4)
     env = {

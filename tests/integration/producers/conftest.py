@@ -8,7 +8,6 @@ background thread, publishing to a fresh topic of the test broker;
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -38,12 +37,6 @@ OTHER = ProjectSettings(
     vtcdn_keys=(hash_key("other-vtcdn-key"),),
     domains=("other.example",),
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -87,12 +80,14 @@ def make_settings(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Callab
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Settings], RunningEndpoint]]:
+def serve(
+    free_ports: Callable[[int], list[int]],
+) -> Iterator[Callable[[Settings], RunningEndpoint]]:
     """``serve(settings)`` runs the endpoint until the test ends; returns its base URL."""
     servers: list[tuple[_Server, threading.Thread]] = []
 
     def start(settings: Settings) -> RunningEndpoint:
-        port = free_port()
+        (port,) = free_ports(1)
         app = create_app(build_endpoint(settings))
         config = uvicorn.Config(
             app,

@@ -11,7 +11,6 @@ import contextlib
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -112,12 +111,6 @@ def distinct_events(ch: ClickHouse) -> int:
         return queries.event_count(ch)
     except ClickHouseUnavailableError:
         return -1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(port: int, sample: str) -> float:
@@ -300,12 +293,15 @@ def test_kill_9_between_insert_and_commit_loses_and_doubles_nothing(
 
 
 def test_two_sinks_in_one_group_share_the_work_through_a_rebalance(
-    test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
+    test_settings: Settings,
+    ch: ClickHouse,
+    sinks: Callable[..., SinkProcess],
+    free_ports: Callable[[int], list[int]],
 ) -> None:
     bootstrap = test_settings.kafka.bootstrap_servers or ""
     topic = test_settings.topics.clean
     group = f"sink-{uuid.uuid4().hex[:8]}"
-    ports = free_port(), free_port()
+    ports = free_ports(2)
     first = sinks(test_settings, group, EVENTSIEVE_SINK__METRICS_PORT=str(ports[0])).start()
     produce(bootstrap, topic, [encode_clean(clean(i)) for i in range(2_000)])
     wait_until(lambda: distinct_events(ch) > 0, 60, "the first sink to write")
@@ -327,11 +323,12 @@ def test_two_sinks_in_one_group_share_the_work_through_a_rebalance(
 
 
 @pytest.fixture
-def private_clickhouse(tmp_path: Path) -> Iterator[ClickHouseServer]:
+def private_clickhouse(
+    tmp_path: Path, free_ports: Callable[[int], list[int]]
+) -> Iterator[ClickHouseServer]:
     """A ClickHouse server of this test alone (not started yet), stopped at the end."""
-    stack = StackSettings(
-        dir=tmp_path / "stack", clickhouse_port=free_port(), clickhouse_http_port=free_port()
-    )
+    tcp, http = free_ports(2)
+    stack = StackSettings(dir=tmp_path / "stack", clickhouse_port=tcp, clickhouse_http_port=http)
     server = ClickHouseServer(stack)
     yield server
     server.stop()
