@@ -165,8 +165,9 @@ def main() -> None:
             server.wait(30)
         except subprocess.TimeoutExpired:
             server.kill()
-        futures = AdminClient({"bootstrap.servers": bootstrap}).delete_topics([topic])
-        for future in futures.values():
+        # The client must outlive the answers: a collected AdminClient fails its futures.
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        for future in admin.delete_topics([topic]).values():
             future.result(30)
 
 
