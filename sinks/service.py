@@ -115,7 +115,8 @@ def run_sink(settings: Settings, stop: threading.Event) -> None:
     tune_gc()
     metrics = SinkMetrics()
     if settings.sink.metrics_port:
-        start_http_server(settings.sink.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        # Every interface, like the worker's: Prometheus scrapes from another host or container.
+        start_http_server(settings.sink.metrics_port, registry=metrics.registry)
     ch = connect(settings)
     try:
         if not migrate_when_ready(ch, settings, stop):
