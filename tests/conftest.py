@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from clickhouse_driver import Client
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from eventsieve import services as addresses
@@ -33,6 +34,9 @@ from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_
 from eventsieve.errors import MissingDependencyError
 from eventsieve.kafka import ensure_topics, topic_names
 from eventsieve.stack import LocalStack
+from schemas.canonical import topic_key
+from schemas.codecs import encode_raw
+from schemas.events import new_raw_event
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "eventsieve.toml"
@@ -118,6 +122,31 @@ def services() -> Iterator[Services]:
             for service in stack.managed:
                 if service.name in started:
                     service.stop()
+
+
+@pytest.fixture
+def publish_direct() -> Callable[[Settings, int, str], set[str]]:
+    """``publish_direct(settings, count, tag)``: ``count`` distinct clean events on events.raw.
+
+    Written the way most direct publishers write them: Avro, keyed
+    ``demo:<user>``, with confluent-kafka's default partitioner (not the
+    murmur2 placement the stream expects, so most take the re-key hop).
+    Returns their event ids.
+    """
+
+    def publish(settings: Settings, count: int, tag: str) -> set[str]:
+        producer = Producer({"bootstrap.servers": addresses.kafka_bootstrap(settings)})
+        ids = set()
+        for i in range(count):
+            user = f"{tag}-user-{i % 17}"
+            event = new_raw_event(project="demo", name=f"step {i}", user_id=user, source="direct")
+            key = topic_key("demo", user).encode()
+            producer.produce(settings.topics.raw, key=key, value=encode_raw(event))
+            ids.add(event["event_id"])
+        assert producer.flush(30) == 0
+        return ids
+
+    return publish
 
 
 _handed_out: set[int] = set()

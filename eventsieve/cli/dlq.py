@@ -50,20 +50,23 @@ def _groups_table(title: str, groups: list[dlq.Group]) -> Table:
     return table
 
 
+# Options both commands take.
+IdleTimeout = Annotated[
+    float | None,
+    typer.Option(
+        min=0.1, help="Stop after this many seconds without a record (default: dlq.idle_timeout_s)."
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="One JSON document, for scripts.")]
+
+
 def list_command(
     ctx: typer.Context,
     max_records: Annotated[
         int | None, typer.Option("--max", min=1, help="Read at most this many records.")
     ] = None,
-    idle_timeout: Annotated[
-        float | None,
-        typer.Option(
-            min=0.1, help="Stop after this many seconds without a record (default: [dlq])."
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON document, for scripts.")
-    ] = False,
+    idle_timeout: IdleTimeout = None,
+    as_json: AsJson = False,
 ) -> None:
     """Show what is in events.dlq, from the beginning, grouped by source topic and error."""
     settings = settings_of(ctx)
@@ -106,15 +109,8 @@ def redrive_command(
     max_records: Annotated[
         int | None, typer.Option("--max", min=1, help="Handle at most this many records.")
     ] = None,
-    idle_timeout: Annotated[
-        float | None,
-        typer.Option(
-            min=0.1, help="Stop after this many seconds without a record (default: [dlq])."
-        ),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON document, for scripts.")
-    ] = False,
+    idle_timeout: IdleTimeout = None,
+    as_json: AsJson = False,
 ) -> None:
     """Publish DLQ records again to the topic they came from, to be processed once more.
 

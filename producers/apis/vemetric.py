@@ -137,22 +137,28 @@ def parse_track(request: HttpRequest, ctx: ParseContext) -> Parsed:
     return Parsed((project,), (submission,), OK)
 
 
-def parse_identify(request: HttpRequest, ctx: ParseContext) -> Parsed:
-    """``POST /i``: who the user is (``identifier``), with optional display name and data."""
+def _user_update(
+    request: HttpRequest, ctx: ParseContext, kind: EventKind, name: str, required: str
+) -> tuple[str, Submission]:
+    """The project and the submission of ``/i`` or ``/u``: who, display name, data, avatar.
+
+    ``required`` is the field named when the user is missing: the hub's own
+    error names ``identifier`` for ``/i`` and ``userIdentifier`` for ``/u``.
+    """
     body = _body(request)
     project = _project(request, body, ctx)
     try:
         identifier = _identifier(body)
         if identifier is None:
-            raise Invalid("identifier", "is required")
+            raise Invalid(required, "is required")
         props_set, props_once, props_unset = user_data(body.get("data"), "data")
         avatar = optional_str(body, "avatarUrl")
         if avatar:
             props_set = {**props_set, "avatarUrl": avatar}
         submission = Submission(
             source=Source.VEMETRIC,
-            kind=EventKind.IDENTIFY,
-            name="$identify",
+            kind=kind,
+            name=name,
             user_id=identifier,
             display_name=optional_str(body, "displayName"),
             domain=_domain(request),
@@ -162,35 +168,23 @@ def parse_identify(request: HttpRequest, ctx: ParseContext) -> Parsed:
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
+    return project, submission
+
+
+def parse_identify(request: HttpRequest, ctx: ParseContext) -> Parsed:
+    """``POST /i``: who the user is (``identifier``), with optional display name and data."""
+    project, submission = _user_update(
+        request, ctx, EventKind.IDENTIFY, "$identify", required="identifier"
+    )
     # The hub answers identification with 202 ("identification in progress").
     return Parsed((project,), (submission,), ACCEPTED)
 
 
 def parse_update_user(request: HttpRequest, ctx: ParseContext) -> Parsed:
     """``POST /u``: user properties (``data{set,setOnce,unset}``), display name, avatar."""
-    body = _body(request)
-    project = _project(request, body, ctx)
-    try:
-        identifier = _identifier(body)
-        if identifier is None:
-            raise Invalid("userIdentifier", "is required")
-        props_set, props_once, props_unset = user_data(body.get("data"), "data")
-        avatar = optional_str(body, "avatarUrl")
-        if avatar:
-            props_set = {**props_set, "avatarUrl": avatar}
-        submission = Submission(
-            source=Source.VEMETRIC,
-            kind=EventKind.UPDATE_USER,
-            name="$update_user",
-            user_id=identifier,
-            display_name=optional_str(body, "displayName"),
-            domain=_domain(request),
-            user_properties=props_set,
-            user_properties_once=props_once,
-            user_properties_unset=props_unset,
-        )
-    except Invalid as exc:
-        raise ERRORS.invalid(exc.field, exc.message) from None
+    project, submission = _user_update(
+        request, ctx, EventKind.UPDATE_USER, "$update_user", required="userIdentifier"
+    )
     return Parsed((project,), (submission,), OK)
 
 

@@ -12,32 +12,13 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Producer
 
 from eventsieve.config import Settings, settings_environment
 from eventsieve.pipeline import programs
-from eventsieve.services import kafka_bootstrap
 from eventsieve.supervisor import Supervisor
-from schemas.canonical import topic_key
-from schemas.codecs import encode_raw
-from schemas.events import new_raw_event
 from sinks import queries
 from sinks.errors import ClickHouseUnavailableError
 from sinks.service import connect
-
-
-def publish(settings: Settings, count: int, tag: str) -> set[str]:
-    producer = Producer({"bootstrap.servers": kafka_bootstrap(settings), "linger.ms": 5})
-    ids = set()
-    for i in range(count):
-        user = f"{tag}-user-{i % 17}"
-        event = new_raw_event(project="demo", name=f"step {i}", user_id=user, source="direct")
-        producer.produce(
-            settings.topics.raw, key=topic_key("demo", user).encode(), value=encode_raw(event)
-        )
-        ids.add(event["event_id"])
-    assert producer.flush(30) == 0
-    return ids
 
 
 def landed(settings: Settings, want: int, timeout: float = 90.0) -> tuple[int, int]:
@@ -81,15 +62,17 @@ def run_worker_and_sink(settings: Settings, log) -> Supervisor:
     return supervisor
 
 
-def test_records_waiting_across_a_restart_land_exactly_once(settings: Settings, tmp_path):
+def test_records_waiting_across_a_restart_land_exactly_once(
+    settings: Settings, tmp_path, publish_direct
+):
     log = (tmp_path / "pipeline.log").open("w")
-    first = publish(settings, 60, "a")
+    first = publish_direct(settings, 60, "a")
     pipeline = run_worker_and_sink(settings, log)
     try:
         assert landed(settings, 60) == (60, 60), (tmp_path / "pipeline.log").read_text()[-3000:]
     finally:
         pipeline.stop_all()
-    second = publish(settings, 60, "b")
+    second = publish_direct(settings, 60, "b")
     pipeline = run_worker_and_sink(settings, log)
     try:
         assert landed(settings, 120) == (120, 120), (tmp_path / "pipeline.log").read_text()[-3000:]

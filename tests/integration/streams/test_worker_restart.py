@@ -17,29 +17,14 @@ from schemas.codecs import encode_raw
 from schemas.events import new_raw_event
 
 
-def publish_default_partitioner(settings: Settings, count: int, tag: str) -> set[str]:
-    """Publish ``count`` distinct events (each one clean) the way most publishers do."""
-    producer = Producer({"bootstrap.servers": kafka_bootstrap(settings), "linger.ms": 5})
-    ids = set()
-    for i in range(count):
-        user = f"{tag}-user-{i % 17}"
-        event = new_raw_event(project="demo", name=f"step {i}", user_id=user, source="direct")
-        producer.produce(
-            settings.topics.raw, key=topic_key("demo", user).encode(), value=encode_raw(event)
-        )
-        ids.add(event["event_id"])
-    assert producer.flush(30) == 0
-    return ids
-
-
 def test_records_waiting_across_a_graceful_restart_are_all_decided(
-    test_settings: Settings, worker_factory, kit
+    test_settings: Settings, worker_factory, kit, publish_direct
 ):
-    first = publish_default_partitioner(test_settings, 150, "a")
+    first = publish_direct(test_settings, 150, "a")
     worker = worker_factory(test_settings, "first")
     seen = kit.collect(test_settings, len(first), [worker])
     worker.stop()
-    second = publish_default_partitioner(test_settings, 150, "b")
+    second = publish_direct(test_settings, 150, "b")
     restarted = worker_factory(test_settings, "restarted")
     found = kit.collect(test_settings, len(first) + len(second), [restarted])
 
@@ -79,10 +64,10 @@ def test_records_published_in_transactions_are_all_decided(
 
 
 def test_two_workers_joining_while_records_wait_decide_every_record(
-    test_settings: Settings, worker_factory, kit
+    test_settings: Settings, worker_factory, kit, publish_direct
 ):
     """The second worker's join rebalances the group while records are in flight."""
-    ids = publish_default_partitioner(test_settings, 300, "c")
+    ids = publish_direct(test_settings, 300, "c")
     first = worker_factory(test_settings, "a")
     second = worker_factory(test_settings, "b")
     found = kit.collect(test_settings, len(ids), [first, second])
@@ -116,13 +101,13 @@ consumer.Consumer.getmany = getmany
 
 
 def test_a_record_lost_inside_faust_is_sought_back_and_decided(
-    test_settings: Settings, worker_factory, kit, tmp_path, monkeypatch
+    test_settings: Settings, worker_factory, kit, tmp_path, monkeypatch, publish_direct
 ):
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(LOSE_FIRST_RECORDS)
     monkeypatch.setenv("PYTHONPATH", str(inject))
-    ids = publish_default_partitioner(test_settings, 60, "d")
+    ids = publish_direct(test_settings, 60, "d")
     worker = worker_factory(test_settings)
     found = kit.collect(test_settings, len(ids), [worker], timeout=60)
     assert set(found.by_id) == ids
