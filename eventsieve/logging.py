@@ -13,6 +13,17 @@ import sys
 
 import structlog
 
+# clickhouse-driver logs every refused connection as a warning with a full
+# traceback, then raises; our callers turn that error into one clear line
+# (the CLI) or a "retrying" log event (the sink), so the traceback is noise.
+_QUIETED = {"clickhouse_driver.connection": logging.ERROR}
+
+
+def quiet_noisy_loggers() -> None:
+    """Raise the level of libraries' loggers whose warnings our own errors already say."""
+    for name, level in _QUIETED.items():
+        logging.getLogger(name).setLevel(level)
+
 
 def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     """Configure structlog and the stdlib root logger once, at process start."""
@@ -53,6 +64,7 @@ def configure_logging(level: str | None = None, fmt: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level_name)
+    quiet_noisy_loggers()
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

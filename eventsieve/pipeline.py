@@ -16,6 +16,7 @@ import httpx
 from eventsieve.config import Settings
 from eventsieve.errors import ServiceError
 from eventsieve.kafka import ensure_eventsieve_topics
+from eventsieve.stack.process import port_in_use
 from eventsieve.supervisor import Program
 
 
@@ -32,6 +33,33 @@ def programs(config: Path | None) -> list[Program]:
         Program("worker", eventsieve_argv(config, "worker")),
         Program("sink", eventsieve_argv(config, "sink")),
     ]
+
+
+def ports_taken(settings: Settings) -> list[str]:
+    """The ports the three processes will listen on that another program holds already.
+
+    Checked before anything starts: a taken port would otherwise surface as
+    one process exiting among the others' start-up logs.
+    """
+    wanted = [
+        ("server.port", settings.server.host, settings.server.port),
+        ("streams.metrics_port", "127.0.0.1", settings.streams.metrics_port),
+        ("sink.metrics_port", "127.0.0.1", settings.sink.metrics_port),
+    ]
+    return [
+        f"{name} = {port} is taken by another program"
+        for name, host, port in wanted
+        if port and port_in_use(port, "127.0.0.1" if host in ("0.0.0.0", "::") else host)
+    ]
+
+
+def check_ports(settings: Settings) -> None:
+    """Raise one clear error naming every taken port and how to choose another."""
+    if taken := ports_taken(settings):
+        raise ServiceError(
+            "; ".join(taken) + ": stop that program, or choose another port in eventsieve.toml"
+            " (or EVENTSIEVE_SERVER__PORT and the like)"
+        )
 
 
 def prepare(settings: Settings, config: Path | None) -> None:

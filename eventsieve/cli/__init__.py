@@ -15,6 +15,7 @@ import typer
 from eventsieve.cli import demo, dlq, replay, run, serve, sink, stack, topics, worker
 from eventsieve.cli.context import CliState
 from eventsieve.errors import EventsieveError
+from eventsieve.logging import quiet_noisy_loggers
 
 app = typer.Typer(
     name="eventsieve",
@@ -51,6 +52,7 @@ replay.register(app)
 
 def main() -> None:
     """Console-script entry point."""
+    quiet_noisy_loggers()
     try:
         app()
     except EventsieveError as exc:

@@ -21,7 +21,14 @@ from eventsieve.cli.context import settings_of
 from eventsieve.cli.run import config_of
 from eventsieve.config import Settings
 from eventsieve.demo import differences, script, send, wait_for_counts
-from eventsieve.pipeline import endpoint_ready, endpoint_url, prepare, programs, wait_for_endpoint
+from eventsieve.pipeline import (
+    check_ports,
+    endpoint_ready,
+    endpoint_url,
+    prepare,
+    programs,
+    wait_for_endpoint,
+)
 from eventsieve.stack import LocalStack
 from eventsieve.supervisor import Supervisor
 
@@ -40,6 +47,7 @@ def demo(
     stack, started, pipeline = LocalStack(settings), [], None
     try:
         if not endpoint_ready(settings):
+            check_ports(settings)
             console.print("starting the pipeline (stack, endpoint, worker, sink)...")
             started = stack.up()
             prepare(settings, config_of(ctx))

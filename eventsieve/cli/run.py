@@ -15,7 +15,7 @@ from rich.console import Console
 
 from eventsieve.cli.context import CliState, settings_of
 from eventsieve.config import Settings
-from eventsieve.pipeline import endpoint_url, prepare, programs
+from eventsieve.pipeline import check_ports, endpoint_url, prepare, programs
 from eventsieve.stack import LocalStack
 from eventsieve.supervisor import Supervisor
 
@@ -78,6 +78,7 @@ def banner(settings: Settings) -> str:
 def run(ctx: typer.Context) -> None:
     """Run the whole pipeline in the foreground: endpoint, stream worker and sink."""
     settings = settings_of(ctx)
+    check_ports(settings)
     stack = LocalStack(settings)
     if stack.managed:
         console.print("starting the local stack (the first run fetches Kafka's jars)...")

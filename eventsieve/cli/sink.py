@@ -121,6 +121,7 @@ def stats(
 ) -> None:
     """Accepted events by name, dropped events by reason, unique users — exact counts."""
     from sinks import queries
+    from sinks.errors import ClickHouseUnavailableError
     from sinks.service import connect
 
     now = dt.datetime.now(dt.UTC)
@@ -135,6 +136,10 @@ def stats(
     try:
         projects = [project] if project else queries.projects_in(ch, span)
         results = [queries.project_stats(ch, p, span) for p in projects]
+    except ClickHouseUnavailableError as exc:
+        raise ClickHouseUnavailableError(
+            f"{exc} (is the pipeline running? `make run` or `eventsieve stack up` starts it)"
+        ) from exc
     finally:
         ch.close()
     window = f"{span.start:%Y-%m-%d %H:%M:%S} – {span.end:%Y-%m-%d %H:%M:%S} UTC"
