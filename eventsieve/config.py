@@ -54,11 +54,14 @@ class ClickHouseSettings(Section):
     """Where ClickHouse is. Unset ``url`` means: use the local stack.
 
     ``url`` has the clickhouse-driver form
-    ``clickhouse://user:password@host:9000/database``.
+    ``clickhouse://user:password@host:9000/database``. ``cluster`` names a
+    cluster of the server's ``<remote_servers>`` (one shard, its replicas):
+    migrations then run ON CLUSTER and create Replicated* tables.
     """
 
     url: SecretStr | None = None
     database: str = "eventsieve"
+    cluster: str = Field(default="", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
 
 
 class StackSettings(Section):

@@ -105,15 +105,43 @@ class Target:
     features: ServerFeatures
     # Recent insert tokens a non-replicated table remembers (modern servers).
     dedup_window: int = 1_000
+    # A cluster of the server's <remote_servers>: every statement runs ON
+    # CLUSTER and the MergeTree tables are their Replicated* kind, so each
+    # replica holds every row and any of them answers exact queries.
+    cluster: str = ""
 
     def __post_init__(self) -> None:
         if not _IDENTIFIER.match(self.database):
             raise ValueError(f"database name {self.database!r} is not a plain identifier")
+        if self.cluster and not _IDENTIFIER.match(self.cluster):
+            raise ValueError(f"cluster name {self.cluster!r} is not a plain identifier")
+
+    @property
+    def on_cluster(self) -> str:
+        """`` ON CLUSTER <name>`` for a cluster, else nothing."""
+        return f" ON CLUSTER {quote_identifier(self.cluster)}" if self.cluster else ""
+
+    def engine(self, kind: str, table: str, *args: str) -> str:
+        """``kind(args)``, or on a cluster its replicated form with the usual macros.
+
+        The ZooKeeper path names the database and table literally (18.16 has
+        no {database}/{table} macros); ``{shard}`` and ``{replica}`` come from
+        each server's <macros>.
+        """
+        if not self.cluster:
+            return f"{kind}({', '.join(args)})"
+        path = f"'/clickhouse/tables/{{shard}}/{self.database}/{table}'"
+        replica = "'{replica}'"
+        return f"Replicated{kind}({', '.join((path, replica, *args))})"
 
     def table_settings(self) -> str:
-        """The SETTINGS clause of MergeTree tables that receive deduplicated inserts."""
+        """The SETTINGS clause of MergeTree tables that receive deduplicated inserts.
+
+        Replicated tables deduplicate retried blocks by themselves (in
+        ZooKeeper); only a single server needs the non-replicated window.
+        """
         settings = ["index_granularity = 8192"]
-        if self.features.insert_dedup_token and self.dedup_window > 0:
+        if self.features.insert_dedup_token and self.dedup_window > 0 and not self.cluster:
             settings.append(f"non_replicated_deduplication_window = {self.dedup_window}")
         return "SETTINGS " + ", ".join(settings)
 
@@ -214,28 +242,28 @@ def _columns(columns: tuple[tuple[str, str], ...]) -> str:
 
 
 def _v1_events(t: Target) -> list[str]:
-    db = quote_identifier(t.database)
+    db, on = quote_identifier(t.database), t.on_cluster
     return [
-        f"CREATE DATABASE IF NOT EXISTS {db}",
-        f"""CREATE TABLE IF NOT EXISTS {db}.events (
+        f"CREATE DATABASE IF NOT EXISTS {db}{on}",
+        f"""CREATE TABLE IF NOT EXISTS {db}.events{on} (
     {_columns(EVENT_COLUMNS)},
     `inserted_at` DateTime DEFAULT now()
-) ENGINE = ReplacingMergeTree(version)
+) ENGINE = {t.engine("ReplacingMergeTree", "events", "version")}
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (project, event_time, event_id)
 {t.table_settings()}""",
         # A plain WHERE on a non-key column after FINAL is applied after the
         # merge on 18.16 and on current servers (checked in the tests); an
         # explicit PREWHERE would not be.
-        f"""CREATE VIEW IF NOT EXISTS {db}.accepted_events AS
+        f"""CREATE VIEW IF NOT EXISTS {db}.accepted_events{on} AS
 SELECT * FROM {db}.events FINAL WHERE decision = 'accepted'""",
-        f"""CREATE VIEW IF NOT EXISTS {db}.dropped_events AS
+        f"""CREATE VIEW IF NOT EXISTS {db}.dropped_events{on} AS
 SELECT * FROM {db}.events FINAL WHERE decision = 'dropped'""",
     ]
 
 
 def _v2_users(t: Target) -> list[str]:
-    db = quote_identifier(t.database)
+    db, on = quote_identifier(t.database), t.on_cluster
     fields = ",\n    ".join(
         f"`{f}` AggregateFunction(argMaxIf, String, UInt64, UInt8)" for f in USER_FIELDS
     )
@@ -243,19 +271,19 @@ def _v2_users(t: Target) -> list[str]:
         f"argMaxIfState(set_{f}, version, set_{f} != '') AS {f}" for f in USER_FIELDS
     )
     return [
-        f"""CREATE TABLE IF NOT EXISTS {db}.users (
+        f"""CREATE TABLE IF NOT EXISTS {db}.users{on} (
     `project` String,
     `user_id` String,
     `updated_at_ms` AggregateFunction(max, UInt64),
     `first_seen_ms` AggregateFunction(min, UInt64),
     {fields}
-) ENGINE = AggregatingMergeTree()
+) ENGINE = {t.engine("AggregatingMergeTree", "users")}
 ORDER BY (project, user_id)
 SETTINGS index_granularity = 8192""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.user_updates (
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_updates{on} (
     {_columns(USER_UPDATE_COLUMNS)}
 ) ENGINE = Null""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.users_mv TO {db}.users AS
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.users_mv{on} TO {db}.users AS
 SELECT
     project,
     user_id,
@@ -264,7 +292,7 @@ SELECT
     {states}
 FROM {db}.user_updates
 GROUP BY project, user_id""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.user_properties (
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_properties{on} (
     `project` String,
     `user_id` String,
     `key` String,
@@ -274,13 +302,13 @@ GROUP BY project, user_id""",
     `once_value` AggregateFunction(argMinIf, String, UInt64, UInt8),
     `once_at_ms` AggregateFunction(minIf, UInt64, UInt8),
     `updated_at_ms` AggregateFunction(max, UInt64)
-) ENGINE = AggregatingMergeTree()
+) ENGINE = {t.engine("AggregatingMergeTree", "user_properties")}
 ORDER BY (project, user_id, key)
 SETTINGS index_granularity = 8192""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.user_property_updates (
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_property_updates{on} (
     {_columns(USER_PROPERTY_UPDATE_COLUMNS)}
 ) ENGINE = Null""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_properties_mv
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.user_properties_mv{on}
 TO {db}.user_properties AS
 SELECT
     project,
@@ -298,13 +326,13 @@ GROUP BY project, user_id, key""",
 
 
 def _v3_profile_views(t: Target) -> list[str]:
-    db = quote_identifier(t.database)
+    db, on = quote_identifier(t.database), t.on_cluster
     fields = ",\n    ".join(f"argMaxIfMerge({f}) AS {f}_value" for f in USER_FIELDS)
     renamed = ", ".join(f"{f}_value AS {f}" for f in USER_FIELDS)
     # Aliases differ from column names: 18.16 resolves an alias equal to a
     # column name inside the aggregate itself ("aggregate inside aggregate").
     return [
-        f"""CREATE VIEW IF NOT EXISTS {db}.user_profiles AS
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_profiles{on} AS
 SELECT project, user_id, {renamed}, updated_at, first_seen_at
 FROM (
     SELECT
@@ -317,7 +345,7 @@ FROM (
     GROUP BY project, user_id
 )""",
         # The same rule as sinks.queries.resolve_property, in SQL.
-        f"""CREATE VIEW IF NOT EXISTS {db}.user_property_values AS
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_property_values{on} AS
 SELECT project, user_id, key,
        if(set_at > 0 AND set_at >= unset_at, last_value, first_once_value) AS value
 FROM (
@@ -352,10 +380,19 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST_VERSION = MIGRATIONS[-1].version
 
 
-def migrations_table(database: str) -> str:
-    """DDL of the table recording applied migrations (TinyLog: tiny, every version)."""
-    db = quote_identifier(database)
-    return f"""CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE} (
+def create_database(target: Target) -> str:
+    return f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}{target.on_cluster}"
+
+
+def migrations_table(target: Target) -> str:
+    """DDL of the table recording applied migrations (TinyLog: tiny, every version).
+
+    On a cluster each server has its own: a runner connected to another
+    replica finds its versions missing and applies the same idempotent
+    statements again, which changes nothing.
+    """
+    db = quote_identifier(target.database)
+    return f"""CREATE TABLE IF NOT EXISTS {db}.{MIGRATIONS_TABLE}{target.on_cluster} (
     `version` UInt32,
     `name` String,
     `applied_at` DateTime
@@ -369,8 +406,7 @@ def pending(applied: set[int]) -> list[Migration]:
 
 def render_all(target: Target) -> list[str]:
     """Every statement of every migration, in order (for tests and ``migrate --print``)."""
-    statements = [f"CREATE DATABASE IF NOT EXISTS {quote_identifier(target.database)}"]
-    statements.append(migrations_table(target.database))
+    statements = [create_database(target), migrations_table(target)]
     for migration in MIGRATIONS:
         statements.extend(migration.statements(target))
     return statements

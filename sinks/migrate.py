@@ -40,16 +40,22 @@ def applied_versions(ch: ClickHouse) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
-def migrate(ch: ClickHouse, dedup_window: int = 1_000) -> MigrationResult:
+def migrate(ch: ClickHouse, dedup_window: int = 1_000, cluster: str = "") -> MigrationResult:
     """Apply every pending migration in order; raise MigrationError on a failed statement.
 
     A server that does not answer raises ClickHouseUnavailableError instead,
-    so the caller can tell "wait and retry" from "the DDL is wrong".
+    so the caller can tell "wait and retry" from "the DDL is wrong". With a
+    ``cluster``, every statement runs ON CLUSTER (see ``ddl.Target``).
     """
     features = ch.features()
-    target = ddl.Target(ch.database, features, dedup_window)
-    ch.execute(f"CREATE DATABASE IF NOT EXISTS {ddl.quote_identifier(ch.database)}")
-    ch.execute(ddl.migrations_table(ch.database))
+    target = ddl.Target(ch.database, features, dedup_window, cluster)
+    for statement in (ddl.create_database(target), ddl.migrations_table(target)):
+        try:
+            ch.execute(statement)
+        except ClickHouseUnavailableError as exc:
+            if _server_answered(exc):
+                raise MigrationError(0, f"database or {ddl.MIGRATIONS_TABLE}: {exc}") from exc
+            raise
     done = applied_versions(ch)
     applied: list[int] = []
     for migration in ddl.pending(done):

@@ -40,7 +40,9 @@ def migrate_when_ready(ch: ClickHouse, settings: Settings, stop: threading.Event
     backoff = Backoff(settings.sink.retry_initial_s, settings.sink.retry_max_s)
     while not stop.is_set():
         try:
-            result: MigrationResult = migrate(ch, settings.sink.dedup_window)
+            result: MigrationResult = migrate(
+                ch, settings.sink.dedup_window, settings.clickhouse.cluster
+            )
         except ServiceUnavailableError as exc:
             delay = backoff.next_delay()
             log.warning("ClickHouse not ready for migrations", error=str(exc), retry_in_s=delay)

@@ -90,12 +90,15 @@ def migrate(
     try:
         if show:
             target = ddl.Target(
-                settings.clickhouse.database, ch.features(), settings.sink.dedup_window
+                settings.clickhouse.database,
+                ch.features(),
+                settings.sink.dedup_window,
+                settings.clickhouse.cluster,
             )
             for statement in ddl.render_all(target):
                 console.print(f"{statement};\n", highlight=False, soft_wrap=True)
             return
-        result = run_migrations(ch, settings.sink.dedup_window)
+        result = run_migrations(ch, settings.sink.dedup_window, settings.clickhouse.cluster)
     finally:
         ch.close()
     server = ".".join(map(str, result.server_version))

@@ -22,6 +22,7 @@ from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import StackSettings
 from eventsieve.errors import MissingDependencyError, ServiceError
+from eventsieve.stack.maven import resolve_jars
 from eventsieve.stack.process import ManagedProcess, port_in_use
 
 LOG4J_VERSION = "2.24.3"  # the log4j2 line the Kafka 4.1 broker is built against
@@ -113,24 +114,12 @@ class KafkaServer:
         java_version()  # fail early with the install hint
         if (self.libs_dir / f"kafka_2.13-{self.version}.jar").exists():
             return
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise MissingDependencyError("Maven (mvn)", _INSTALL_HINT.format(java=MIN_JAVA))
-        build = self.libs_dir.parent
-        build.mkdir(parents=True, exist_ok=True)
-        (build / "pom.xml").write_text(_POM.format(version=self.version, log4j=LOG4J_VERSION))
-        staging = build / "libs.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        result = subprocess.run(
-            [mvn, "-q", "-B", "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
-            cwd=build, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-            raise ServiceError(f"Maven could not resolve Kafka {self.version}:\n{tail}")
-        shutil.rmtree(self.libs_dir, ignore_errors=True)
-        staging.rename(self.libs_dir)  # atomic: a half-resolved cache is never used
+        resolve_jars(
+            _POM.format(version=self.version, log4j=LOG4J_VERSION),
+            self.libs_dir,
+            f"Kafka {self.version}",
+            _INSTALL_HINT.format(java=MIN_JAVA),
+        )
 
     def write_config(self) -> None:
         s = self.stack

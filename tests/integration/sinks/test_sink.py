@@ -26,6 +26,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from eventsieve.config import Settings, StackSettings
 from eventsieve.stack import ClickHouseServer
+from eventsieve.stack.kafka import cache_root
+from eventsieve.stack.maven import resolve_jars
+from eventsieve.stack.process import ManagedProcess, port_in_use
 from schemas.codecs import decode_dlq, encode_clean, encode_dropped
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
@@ -504,3 +507,156 @@ def test_users_keep_the_newest_profile_when_updates_arrive_out_of_order(
     assert profile.email == "first@example.com"
     assert profile.properties == {"plan": "team"}
     assert profile.updated_at_ms == T0 + 3_000
+
+
+# -- a replicated ClickHouse: one shard, two replicas, ZooKeeper --------------------
+
+ZOOKEEPER_VERSION = "3.8.4"
+ZOOKEEPER_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>io.eventsieve.tests</groupId>
+  <artifactId>zookeeper</artifactId>
+  <version>{version}</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>org.apache.zookeeper</groupId>
+      <artifactId>zookeeper</artifactId>
+      <version>{version}</version>
+    </dependency>
+    <!-- Needed at run time, declared optional by ZooKeeper. -->
+    <dependency>
+      <groupId>io.dropwizard.metrics</groupId>
+      <artifactId>metrics-core</artifactId>
+      <version>4.1.12.1</version>
+    </dependency>
+    <dependency>
+      <groupId>org.xerial.snappy</groupId>
+      <artifactId>snappy-java</artifactId>
+      <version>1.1.10.5</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+CLUSTER = "eventsieve_test"
+
+
+class Replica(ClickHouseServer):
+    """A ClickHouse server that is one replica of CLUSTER (its config names all of them)."""
+
+    def __init__(self, stack: StackSettings, extra_config: str) -> None:
+        super().__init__(stack)
+        self.extra_config = extra_config
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = self.config_file.read_text().replace("</yandex>", self.extra_config + "</yandex>")
+        self.config_file.write_text(config)
+
+
+def start_zookeeper(home: Path, port: int) -> ManagedProcess:
+    """A standalone ZooKeeper from Maven Central on ``port``, answering when returned."""
+    libs = cache_root() / f"zookeeper-{ZOOKEEPER_VERSION}" / "libs"
+    if not (libs / f"zookeeper-{ZOOKEEPER_VERSION}.jar").exists():
+        resolve_jars(
+            ZOOKEEPER_POM.format(version=ZOOKEEPER_VERSION), libs, "ZooKeeper", "install Maven"
+        )
+    (home / "data").mkdir(parents=True)
+    config = home / "zoo.cfg"
+    config.write_text(
+        f"tickTime=2000\ndataDir={home / 'data'}\nclientPort={port}\n"
+        "clientPortAddress=127.0.0.1\nadmin.enableServer=false\nmaxClientCnxns=0\n"
+    )
+    process = ManagedProcess("zookeeper", home / "zk.pid", home / "zk.log", str(config))
+    java = ["java", "-Xmx256m", "-cp", f"{libs}/*"]
+    process.start([*java, "org.apache.zookeeper.server.ZooKeeperServerMain", str(config)])
+    wait_until(lambda: port_in_use(port), 60, "ZooKeeper to listen")
+    return process
+
+
+@pytest.fixture
+def replicated_clickhouse(
+    tmp_path: Path, free_ports: Callable[[int], list[int]]
+) -> Iterator[list[Replica]]:
+    """ZooKeeper and two ClickHouse servers, the replicas of one shard of CLUSTER."""
+    zk_port, *ports = free_ports(7)
+    zookeeper = start_zookeeper(tmp_path / "zookeeper", zk_port)
+    servers = [(f"r{i + 1}", *ports[i * 3 : i * 3 + 3]) for i in range(2)]
+    members = "".join(
+        f"<replica><host>127.0.0.1</host><port>{tcp}</port></replica>" for _, tcp, _, _ in servers
+    )
+    replicas = []
+    for name, tcp, http, interserver in servers:
+        extra = f"""
+  <interserver_http_port>{interserver}</interserver_http_port>
+  <interserver_http_host>127.0.0.1</interserver_http_host>
+  <zookeeper><node><host>127.0.0.1</host><port>{zk_port}</port></node></zookeeper>
+  <macros><shard>1</shard><replica>{name}</replica></macros>
+  <remote_servers><{CLUSTER}><shard>
+    <internal_replication>true</internal_replication>{members}
+  </shard></{CLUSTER}></remote_servers>
+  <distributed_ddl><path>/clickhouse/task_queue/ddl</path></distributed_ddl>
+"""
+        stack = StackSettings(dir=tmp_path / name, clickhouse_port=tcp, clickhouse_http_port=http)
+        replicas.append(Replica(stack, extra))
+    try:
+        for replica in replicas:
+            replica.start()
+        for replica in replicas:
+            replica.wait_ready(60)
+        yield replicas
+    finally:
+        for replica in replicas:
+            replica.stop()
+        zookeeper.stop()
+
+
+def test_on_a_replicated_cluster_every_replica_holds_each_event_once(
+    test_settings: Settings,
+    sinks: Callable[..., SinkProcess],
+    replicated_clickhouse: list[Replica],
+) -> None:
+    """The sink writes to one replica; the other holds the same rows, exact, once each.
+
+    The schema is created ON CLUSTER from the first replica alone; a second
+    consumer group re-reading the topic (a replay) doubles nothing anywhere.
+    """
+    first, second = replicated_clickhouse
+    database = test_settings.clickhouse.database
+    url = f"clickhouse://default:@127.0.0.1:{first.port}/default"
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    topics = [test_settings.topics.clean, test_settings.topics.dropped]
+    accepted, dropped_n = 3_000, 500
+    fill(test_settings, accepted, dropped_n)
+
+    for group in (f"sink-{uuid.uuid4().hex[:8]}", f"replay-{uuid.uuid4().hex[:8]}"):
+        sink = sinks(
+            test_settings, group, clickhouse_url=url, EVENTSIEVE_CLICKHOUSE__CLUSTER=CLUSTER
+        ).start()
+        wait_until(
+            lambda group=group: committed_total(bootstrap, group, topics) == accepted + dropped_n,
+            90,
+            "the sink to commit every record",
+        )
+        assert sink.stop() == 0
+
+    for replica in (first, second):
+        ch = ClickHouse(f"clickhouse://default:@127.0.0.1:{replica.port}/default", database)
+        try:
+            engines = dict(
+                ch.execute(
+                    "SELECT name, engine FROM system.tables WHERE database = %(db)s",
+                    {"db": database},
+                )
+            )
+            assert engines["events"] == "ReplicatedReplacingMergeTree"
+            assert engines["users"] == "ReplicatedAggregatingMergeTree"
+            for table in ("events", "users", "user_properties"):
+                ch.execute(f"SYSTEM SYNC REPLICA {database}.{table}")
+            assert distinct_events(ch) == accepted + dropped_n
+            stats = queries.project_stats(ch, "demo", SPAN)
+            assert stats.accepted == accepted
+            assert stats.dropped_by_reason == [("bot", dropped_n)]
+        finally:
+            ch.close()

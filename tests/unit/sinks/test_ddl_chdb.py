@@ -148,6 +148,35 @@ def test_database_names_are_plain_identifiers() -> None:
         Target("db; DROP TABLE x", ServerFeatures.parse("25.1"))
 
 
+def test_on_a_cluster_every_statement_runs_on_it_with_replicated_engines(
+    ch: ChdbClickHouse,
+) -> None:
+    target = Target("db", ServerFeatures.parse("25.8.1"), cluster="analytics")
+    statements = ddl.render_all(target)
+    assert all(" ON CLUSTER `analytics`" in s for s in statements)
+    engines = [s.split("ENGINE = ", 1)[1].split("(", 1)[0] for s in statements if "ENGINE" in s]
+    assert set(engines) == {
+        "ReplicatedReplacingMergeTree",
+        "ReplicatedAggregatingMergeTree",
+        "Null",
+        "TinyLog",
+    }
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/events', '{replica}', version)"
+        in "".join(statements)
+    )
+    # Replicated tables deduplicate retried blocks themselves.
+    assert "non_replicated_deduplication_window" not in "".join(statements)
+    # Current ClickHouse parses every statement (executing them needs a keeper).
+    for statement in statements:
+        assert ch.scalar("SELECT formatQuery(%(q)s)", {"q": statement})
+
+
+def test_cluster_names_are_plain_identifiers() -> None:
+    with pytest.raises(ValueError, match="identifier"):
+        Target("db", ServerFeatures.parse("25.1"), cluster="a b")
+
+
 def test_migrations_apply_once_and_create_every_table(ch: ChdbClickHouse) -> None:
     first = migrate(ch)
     assert first.applied == tuple(m.version for m in ddl.MIGRATIONS)
