@@ -16,6 +16,7 @@ replay agree byte for byte:
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import hmac
 import re
@@ -182,8 +183,13 @@ def topic_key(project: str, user_key: str) -> str:
     return f"{project}:{user_key}"
 
 
+@functools.lru_cache(maxsize=64)
 def daily_salt(salt_secret: str, day: datetime.date) -> bytes:
-    """The salt of one UTC day, derived from the secret: rotates daily, needs no storage."""
+    """The salt of one UTC day, derived from the secret: rotates daily, needs no storage.
+
+    Cached: events arrive for a handful of days, and this halves the HMACs of
+    every visitor id.
+    """
     return hmac.new(salt_secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
 
 
