@@ -16,27 +16,39 @@ tests never see each other's data. Tests under tests/integration/ are marked
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clickhouse_driver import Client
+from clickhouse_driver.util.escape import escape_param
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from eventsieve import services as addresses
-from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_settings
+from eventsieve.config import (
+    ClickHouseSettings,
+    KafkaSettings,
+    Settings,
+    load_settings,
+    settings_environment,
+)
 from eventsieve.errors import MissingDependencyError
 from eventsieve.kafka import ensure_topics, topic_names
+from eventsieve.pipeline import programs
 from eventsieve.stack import LocalStack
+from eventsieve.supervisor import Supervisor
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import new_raw_event
+from sinks.ddl import ServerFeatures
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "eventsieve.toml"
@@ -125,6 +137,71 @@ def services() -> Iterator[Services]:
 
 
 @pytest.fixture
+def pipeline_settings(test_settings: Settings, tmp_path: Path) -> Settings:
+    """The test's settings with a worker group, state directory and sink group of its own.
+
+    For tests that run the worker and the sink as processes: nothing is
+    shared with another test's pipeline, and the sink flushes every 0.3 s.
+    """
+    tag = uuid.uuid4().hex[:8]
+    return test_settings.model_copy(
+        update={
+            "streams": test_settings.streams.model_copy(
+                update={"app_id": f"pipeline-{tag}", "data_dir": tmp_path / "streams"}
+            ),
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"pipeline-sink-{tag}", "batch_max_interval_s": 0.3}
+            ),
+        }
+    )
+
+
+class WorkerAndSink:
+    """The stream worker and the sink as processes on a test's settings, logging to one file.
+
+    Their log level is WARNING unless ``EVENTSIEVE_TEST_WORKER_LOGLEVEL`` says
+    otherwise ("INFO" to debug a test).
+    """
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.log_path = log_path
+        self._out = log_path.open("a")
+        env = settings_environment(settings)
+        env["EVENTSIEVE_LOG_LEVEL"] = os.environ.get("EVENTSIEVE_TEST_WORKER_LOGLEVEL", "WARNING")
+        worker_and_sink = [p for p in programs(None) if p.name != "producer"]
+        self.supervisor = Supervisor(worker_and_sink, out=self._out, env=env)
+        self.supervisor.start()
+
+    def assert_alive(self) -> None:
+        exited = self.supervisor.exited()
+        assert exited is None, f"{exited} exited:\n{self.log()}"
+
+    def log(self) -> str:
+        """The end of the processes' output, for assertion messages."""
+        self._out.flush()
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if not self._out.closed:
+            self.supervisor.stop_all()
+            self._out.close()
+
+
+@pytest.fixture
+def worker_and_sink(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerAndSink]]:
+    """``worker_and_sink(settings)`` starts both processes; all are stopped after the test."""
+    started: list[WorkerAndSink] = []
+
+    def start(settings: Settings) -> WorkerAndSink:
+        started.append(WorkerAndSink(settings, tmp_path / "pipeline.log"))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture
 def publish_direct() -> Callable[[Settings, int, str], set[str]]:
     """``publish_direct(settings, count, tag)``: ``count`` distinct clean events on events.raw.
 
@@ -147,6 +224,69 @@ def publish_direct() -> Callable[[Settings, int, str], set[str]]:
         return ids
 
     return publish
+
+
+class ChdbClickHouse:
+    """sinks.clickhouse.ClickHouse's interface on chdb: current ClickHouse, in-process.
+
+    What the migrations, the sink's rows and the query layers use, so the same
+    code that runs against the local stack's old server is checked on a
+    current one without a server.
+    """
+
+    def __init__(self, session: Any, database: str) -> None:
+        self.session = session
+        self.database = database
+        self._client = Client("localhost")  # never connects: only formats parameters
+        self._context = self._client.connection.context
+
+    def features(self) -> ServerFeatures:
+        return ServerFeatures.parse(str(self.scalar("SELECT version()")))
+
+    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        if isinstance(params, list):  # INSERT ... VALUES with rows
+            values = ", ".join(
+                "(" + ", ".join(str(escape_param(v, self._context)) for v in row) + ")"
+                for row in params
+            )
+            self.session.query(f"{sql} {values}")
+            return []
+        if params:
+            sql = self._client.substitute_params(sql, params, self._context)
+        result = self.session.query(sql, "JSONCompact")
+        text = result.data() if hasattr(result, "data") else str(result)
+        if not text.strip():
+            return []
+        return [tuple(row) for row in json.loads(text)["data"]]
+
+    def scalar(self, sql: str, params: Any = None) -> Any:
+        rows = self.execute(sql, params)
+        return rows[0][0] if rows else None
+
+    def insert_columns(
+        self, table: str, names: Sequence[str], columns: Sequence[list[Any]], token: Any = None
+    ) -> int:
+        rows = list(zip(*columns, strict=True))
+        self.execute(f"INSERT INTO {self.database}.{table} ({', '.join(names)}) VALUES", rows)
+        return len(rows)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def chdb_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One embedded current ClickHouse (chdb) for the run; skipped where chdb is missing."""
+    chdb = pytest.importorskip("chdb.session")
+    session = chdb.Session(str(tmp_path_factory.mktemp("chdb")))
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def chdb_clickhouse(chdb_session: Any) -> ChdbClickHouse:
+    """A fresh database on chdb behind the ClickHouse adapter interface."""
+    return ChdbClickHouse(chdb_session, f"t_{uuid.uuid4().hex[:10]}")
 
 
 _handed_out: set[int] = set()

@@ -26,20 +26,10 @@ from eventsieve.supervisor import Supervisor
 
 
 @pytest.fixture
-def pipeline(test_settings: Settings, tmp_path, free_ports):
+def pipeline(pipeline_settings: Settings, tmp_path, free_ports):
     """The three pipeline processes on this test's topics and database."""
-    tag = uuid.uuid4().hex[:8]
-    settings = test_settings.model_copy(
-        update={
-            "server": test_settings.server.model_copy(update={"port": free_ports(1)[0]}),
-            "streams": test_settings.streams.model_copy(
-                update={"app_id": f"e2e-{tag}", "data_dir": tmp_path / "streams"}
-            ),
-            "sink": test_settings.sink.model_copy(
-                update={"group_id": f"e2e-sink-{tag}", "batch_max_interval_s": 0.5}
-            ),
-        }
-    )
+    server = pipeline_settings.server.model_copy(update={"port": free_ports(1)[0]})
+    settings = pipeline_settings.model_copy(update={"server": server})
     log_path = tmp_path / "pipeline.log"
     with log_path.open("w") as log:
         supervisor = Supervisor(programs(None), out=log, env=settings_environment(settings))

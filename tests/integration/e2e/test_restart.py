@@ -9,13 +9,10 @@ as after any deploy.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
-from eventsieve.config import Settings, settings_environment
-from eventsieve.pipeline import programs
-from eventsieve.supervisor import Supervisor
+from eventsieve.config import Settings
 from sinks import queries
 from sinks.errors import ClickHouseUnavailableError
 from sinks.service import connect
@@ -41,42 +38,19 @@ def landed(settings: Settings, want: int, timeout: float = 90.0) -> tuple[int, i
 
 
 @pytest.fixture
-def settings(test_settings: Settings, tmp_path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    return test_settings.model_copy(
-        update={
-            "streams": test_settings.streams.model_copy(
-                update={"app_id": f"test-restart-{tag}", "data_dir": tmp_path / "streams"}
-            ),
-            "sink": test_settings.sink.model_copy(
-                update={"group_id": f"test-restart-sink-{tag}", "batch_max_interval_s": 0.5}
-            ),
-        }
-    )
-
-
-def run_worker_and_sink(settings: Settings, log) -> Supervisor:
-    worker_and_sink = [p for p in programs(None) if p.name != "producer"]
-    supervisor = Supervisor(worker_and_sink, out=log, env=settings_environment(settings))
-    supervisor.start()
-    return supervisor
+def settings(pipeline_settings: Settings) -> Settings:
+    return pipeline_settings
 
 
 def test_records_waiting_across_a_restart_land_exactly_once(
-    settings: Settings, tmp_path, publish_direct
+    settings: Settings, publish_direct, worker_and_sink
 ):
-    log = (tmp_path / "pipeline.log").open("w")
     first = publish_direct(settings, 60, "a")
-    pipeline = run_worker_and_sink(settings, log)
-    try:
-        assert landed(settings, 60) == (60, 60), (tmp_path / "pipeline.log").read_text()[-3000:]
-    finally:
-        pipeline.stop_all()
+    pipeline = worker_and_sink(settings)
+    assert landed(settings, 60) == (60, 60), pipeline.log()
+    pipeline.stop()
     second = publish_direct(settings, 60, "b")
-    pipeline = run_worker_and_sink(settings, log)
-    try:
-        assert landed(settings, 120) == (120, 120), (tmp_path / "pipeline.log").read_text()[-3000:]
-    finally:
-        pipeline.stop_all()
-        log.close()
+    pipeline = worker_and_sink(settings)
+    assert landed(settings, 120) == (120, 120), pipeline.log()
+    pipeline.stop()
     assert len(first | second) == 120

@@ -19,8 +19,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -30,7 +30,6 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from eventsieve import dlq
 from eventsieve.config import ProjectSettings, Settings, settings_environment
 from eventsieve.services import kafka_bootstrap
-from eventsieve.supervisor import Program, Supervisor
 from schemas.events import derived_event_id
 
 EVENTSIEVE = [sys.executable, "-m", "eventsieve"]
@@ -38,60 +37,12 @@ LOGLEVEL = os.environ.get("EVENTSIEVE_TEST_WORKER_LOGLEVEL", "warning")  # "info
 LAST: dict = {}  # the offsets last seen by sink_caught_up, shown when it times out
 
 
-class Pipeline:
-    """A stream worker and the sink as subprocesses, configured by ``settings``."""
-
-    def __init__(self, settings: Settings, log: Path) -> None:
-        self.log_path = log
-        self._log = log.open("a")
-        self.supervisor = Supervisor(
-            [
-                Program("worker", [*EVENTSIEVE, "worker", "--loglevel", LOGLEVEL]),
-                Program("sink", [*EVENTSIEVE, "sink", "--loglevel", LOGLEVEL]),
-            ],
-            out=self._log,
-            env=settings_environment(settings),
-        )
-        self.supervisor.start()
-
-    def check_alive(self) -> None:
-        exited = self.supervisor.exited()
-        assert exited is None, f"{exited} exited:\n{self.log_path.read_text()[-4000:]}"
-
-    def stop(self) -> None:
-        self.supervisor.stop_all()
-        self._log.close()
-
-
 @pytest.fixture
-def settings(test_settings: Settings, tmp_path: Path) -> Settings:
-    tag = uuid.uuid4().hex[:8]
-    return test_settings.model_copy(
-        update={
-            "streams": test_settings.streams.model_copy(
-                update={"app_id": f"dlq-test-{tag}", "data_dir": tmp_path / "streams"}
-            ),
-            "sink": test_settings.sink.model_copy(
-                update={"group_id": f"dlq-test-sink-{tag}", "batch_max_interval_s": 0.3}
-            ),
-            "dlq": test_settings.dlq.model_copy(
-                update={"group_id": f"dlq-test-redrive-{tag}", "idle_timeout_s": 5.0}
-            ),
-        }
+def settings(pipeline_settings: Settings) -> Settings:
+    dlq = pipeline_settings.dlq.model_copy(
+        update={"group_id": f"{pipeline_settings.streams.app_id}-redrive", "idle_timeout_s": 5.0}
     )
-
-
-@pytest.fixture
-def pipelines(tmp_path: Path) -> Iterator[Callable[[Settings], Pipeline]]:
-    started: list[Pipeline] = []
-
-    def start(settings: Settings) -> Pipeline:
-        started.append(Pipeline(settings, tmp_path / "pipeline.log"))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.stop()
+    return pipeline_settings.model_copy(update={"dlq": dlq})
 
 
 def publish(settings: Settings, records: list[tuple[bytes, bytes]]) -> list[str]:
@@ -151,7 +102,7 @@ def sink_caught_up(settings: Settings, at_least: dict[str, int]) -> bool:
         consumer.close()
 
 
-def wait_ready(settings: Settings, pipeline: Pipeline, ch: Client) -> int:
+def wait_ready(settings: Settings, pipeline: Any, ch: Client) -> int:
     """Return once the worker and the sink decide and land a fresh record; the probes sent.
 
     Records published while a worker is still joining its group can stay
@@ -168,21 +119,19 @@ def wait_ready(settings: Settings, pipeline: Pipeline, ch: Client) -> int:
         publish(settings, [(f"demo:{probe}".encode(), orjson.dumps(value))])
         round_ends = time.monotonic() + 15
         while time.monotonic() < round_ends:
-            pipeline.check_alive()
+            pipeline.assert_alive()
             if probe in rows(ch, "demo"):
                 return sent
             time.sleep(0.3)
-    pytest.fail(f"the pipeline decided no probe\n{pipeline.log_path.read_text()[-4000:]}")
+    pytest.fail(f"the pipeline decided no probe\n{pipeline.log()}")
 
 
-def wait_until(condition: Callable[[], bool], pipeline: Pipeline, what: str, timeout=90.0):
+def wait_until(condition: Callable[[], bool], pipeline: Any, what: str, timeout=90.0):
     deadline = time.monotonic() + timeout
     while not condition():
-        pipeline.check_alive()
+        pipeline.assert_alive()
         if time.monotonic() > deadline:
-            pytest.fail(
-                f"timed out waiting for {what} {LAST}\n{pipeline.log_path.read_text()[-4000:]}"
-            )
+            pytest.fail(f"timed out waiting for {what} {LAST}\n{pipeline.log()}")
         time.sleep(0.3)
 
 
@@ -230,7 +179,7 @@ def cli(settings: Settings, *args: str) -> dict:
 
 
 def test_cured_records_are_decided_once_however_often_they_are_redriven(
-    settings: Settings, pipelines, ch_client: Client
+    settings: Settings, worker_and_sink, ch_client: Client
 ):
     fixed = settings.model_copy(
         update={"projects": (*settings.projects, ProjectSettings(id="shop"))}
@@ -260,7 +209,7 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
     migrate = [*EVENTSIEVE, "migrate"]
     env = {**os.environ, **settings_environment(settings)}
     subprocess.run(migrate, env=env, check=True, capture_output=True, timeout=120)
-    pipeline = pipelines(settings)
+    pipeline = worker_and_sink(settings)
     probes = wait_ready(settings, pipeline, ch_client)
     ids = publish(settings, demo + poison + garbage)
     demo_ids, shop_ids = ids[:2], ids[2:7]
@@ -281,7 +230,7 @@ def test_cured_records_are_decided_once_however_often_they_are_redriven(
 
     # 3. The fix: the project is configured, the worker restarted with it.
     pipeline.stop()
-    pipeline = pipelines(fixed)
+    pipeline = worker_and_sink(fixed)
     probes += wait_ready(fixed, pipeline, ch_client)
     dry = cli(fixed, "redrive", "--from-beginning", "--dry-run")
     assert (dry["redriven"], dry["still_failing"]) == (5, 1)

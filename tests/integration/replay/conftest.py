@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from eventsieve.config import Settings, settings_environment
-from eventsieve.pipeline import eventsieve_argv
+from eventsieve.config import Settings
 from eventsieve.services import kafka_bootstrap
-from eventsieve.supervisor import Program, Supervisor
 from schemas.canonical import topic_key
 from schemas.codecs import decode_dropped, encode_raw
 from schemas.events import RawEvent
@@ -118,7 +115,7 @@ def latest(settings: Settings) -> dict[str, str]:
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, pipeline: Pipeline | None = None, timeout: float = 90.0
+    check: Callable[[], bool], what: str, pipeline: Any = None, timeout: float = 90.0
 ) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -130,55 +127,15 @@ def wait_until(
         time.sleep(0.3)
 
 
-class Pipeline:
-    """The stream worker and the sink, running on the test's topics and database."""
-
-    def __init__(self, settings: Settings, workdir: Path) -> None:
-        self.log_path = workdir / "pipeline.log"
-        self._out = self.log_path.open("w")
-        env = settings_environment(settings)
-        env["EVENTSIEVE_LOG_LEVEL"] = "WARNING"
-        self.supervisor = Supervisor(
-            [
-                Program("worker", eventsieve_argv(None, "worker")),
-                Program("sink", eventsieve_argv(None, "sink")),
-            ],
-            out=self._out,
-            env=env,
-        )
-        self.supervisor.start()
-
-    def assert_alive(self) -> None:
-        assert self.supervisor.exited() is None, self.log()
-
-    def log(self) -> str:
-        self._out.flush()
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        self.supervisor.stop_all()
-        self._out.close()
-
-
 @pytest.fixture
-def live_settings(test_settings: Settings, tmp_path: Path) -> Settings:
+def live_settings(pipeline_settings: Settings) -> Settings:
     """The test's settings with a private worker group, state dir and sink group."""
-    tag = uuid.uuid4().hex[:8]
-    return test_settings.model_copy(
-        update={
-            "streams": test_settings.streams.model_copy(
-                update={"app_id": f"replay-{tag}", "data_dir": tmp_path / "streams"}
-            ),
-            "sink": test_settings.sink.model_copy(
-                update={"group_id": f"replay-sink-{tag}", "batch_max_interval_s": 0.3}
-            ),
-        }
-    )
+    return pipeline_settings
 
 
 @pytest.fixture
-def pipeline(live_settings: Settings, tmp_path: Path) -> Iterator[Pipeline]:
-    running = Pipeline(live_settings, tmp_path)
+def pipeline(live_settings: Settings, worker_and_sink: Callable[[Settings], Any]) -> Iterator[Any]:
+    running = worker_and_sink(live_settings)
     try:
         yield running
         running.assert_alive()

@@ -7,14 +7,9 @@ tests/integration/sinks/test_schema_server.py.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import uuid
-from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from clickhouse_driver import Client
-from clickhouse_driver.util.escape import escape_param
 
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
@@ -23,8 +18,6 @@ from sinks.ddl import ServerFeatures, Target
 from sinks.migrate import migrate
 from sinks.rows import Batch, Decision
 
-chdb_session = pytest.importorskip("chdb.session")
-
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 DAY = dt.timedelta(days=1)
 SPAN = queries.TimeRange(
@@ -32,66 +25,9 @@ SPAN = queries.TimeRange(
 )
 
 
-class ChdbClickHouse:
-    """The subset of sinks.clickhouse.ClickHouse the migrations and queries use, on chdb."""
-
-    def __init__(self, session: Any, database: str) -> None:
-        self.session = session
-        self.database = database
-        self._client = Client("localhost")  # never connects: only formats parameters
-        self._context = self._client.connection.context
-
-    def features(self) -> ServerFeatures:
-        return ServerFeatures.parse(str(self.scalar("SELECT version()")))
-
-    def _literal(self, value: Any) -> str:
-        return str(escape_param(value, self._context))
-
-    def execute(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        if isinstance(params, list):  # INSERT ... VALUES with rows
-            values = ", ".join(
-                "(" + ", ".join(self._literal(v) for v in row) + ")" for row in params
-            )
-            self.session.query(f"{sql} {values}")
-            return []
-        if params:
-            sql = self._client.substitute_params(sql, params, self._context)
-        result = self.session.query(sql, "JSONCompact")
-        text = result.data() if hasattr(result, "data") else str(result)
-        if not text.strip():
-            return []
-        return [tuple(row) for row in json.loads(text)["data"]]
-
-    def scalar(self, sql: str, params: Any = None) -> Any:
-        rows = self.execute(sql, params)
-        return rows[0][0] if rows else None
-
-    def insert_columns(
-        self,
-        table: str,
-        names: Sequence[str],
-        columns: Sequence[list[Any]],
-        token: str | None = None,
-    ) -> int:
-        rows = list(zip(*columns, strict=True))
-        cols = ", ".join(names)
-        self.execute(f"INSERT INTO {self.database}.{table} ({cols}) VALUES", rows)
-        return len(rows)
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    s = chdb_session.Session(str(tmp_path_factory.mktemp("chdb")))
-    yield s
-    s.close()
-
-
 @pytest.fixture
-def ch(session: Any) -> ChdbClickHouse:
-    return ChdbClickHouse(session, f"t_{uuid.uuid4().hex[:10]}")
+def ch(chdb_clickhouse: Any) -> Any:
+    return chdb_clickhouse
 
 
 def raw(event_id: str, name: str = "signup", project: str = "demo", **fields: Any) -> Any:
@@ -121,7 +57,7 @@ def drop(event_id: str, decided_at: int, reason: str, user: str = "u1", **fields
     )
 
 
-def write(ch: ChdbClickHouse, events: list[tuple[dict, Decision]]) -> None:
+def write(ch: Any, events: list[tuple[dict, Decision]]) -> None:
     batch = Batch()
     for event, decision in events:
         batch.add(event, decision)
@@ -149,7 +85,7 @@ def test_database_names_are_plain_identifiers() -> None:
 
 
 def test_on_a_cluster_every_statement_runs_on_it_with_replicated_engines(
-    ch: ChdbClickHouse,
+    ch: Any,
 ) -> None:
     target = Target("db", ServerFeatures.parse("25.8.1"), cluster="analytics")
     statements = ddl.render_all(target)
@@ -177,7 +113,7 @@ def test_cluster_names_are_plain_identifiers() -> None:
         Target("db", ServerFeatures.parse("25.1"), cluster="a b")
 
 
-def test_migrations_apply_once_and_create_every_table(ch: ChdbClickHouse) -> None:
+def test_migrations_apply_once_and_create_every_table(ch: Any) -> None:
     first = migrate(ch)
     assert first.applied == tuple(m.version for m in ddl.MIGRATIONS)
     again = migrate(ch)
@@ -190,7 +126,7 @@ def test_migrations_apply_once_and_create_every_table(ch: ChdbClickHouse) -> Non
         ch.execute(statement)
 
 
-def test_stats_are_exact_before_merges(ch: ChdbClickHouse) -> None:
+def test_stats_are_exact_before_merges(ch: Any) -> None:
     migrate(ch)
     ch.execute(f"SYSTEM STOP MERGES {ch.database}.events")
     # e1: delivered twice (a retried batch). e2: accepted, then a replay drops it.
@@ -230,7 +166,7 @@ def test_stats_are_exact_before_merges(ch: ChdbClickHouse) -> None:
     assert ch.scalar(f"SELECT count() FROM {db}.dropped_events WHERE project = 'demo'") == 1
 
 
-def test_newest_profile_fields_win_whatever_the_arrival_order(ch: ChdbClickHouse) -> None:
+def test_newest_profile_fields_win_whatever_the_arrival_order(ch: Any) -> None:
     migrate(ch)
     newer = acc(
         "p2",
@@ -303,7 +239,7 @@ def test_property_resolution(state: tuple, expected: str | None) -> None:
     assert queries.resolve_property(*state) == expected
 
 
-def test_insert_tokens_deduplicate_retried_blocks_on_current_servers(ch: ChdbClickHouse) -> None:
+def test_insert_tokens_deduplicate_retried_blocks_on_current_servers(ch: Any) -> None:
     migrate(ch)
     db = ch.database
     insert = f"INSERT INTO {db}.user_property_updates_probe SETTINGS insert_deduplication_token = "
@@ -325,7 +261,7 @@ def test_insert_settings_follow_the_server_version() -> None:
     }
 
 
-def test_a_batch_spanning_many_months_is_accepted(ch: ChdbClickHouse) -> None:
+def test_a_batch_spanning_many_months_is_accepted(ch: Any) -> None:
     migrate(ch)
     settings = ", ".join(f"{k} = {v!r}" for k, v in ch.features().insert_settings(None).items())
     # 150 months of history in one block: above the server's default limit of 100.
