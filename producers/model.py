@@ -73,6 +73,9 @@ class Submission:
     hash_mode: bool | None = None
     idempotency_key: str | None = None
     order_id: str | None = None
+    # Decimal text ("9.99") and ISO 4217 code ("USD"), both or neither.
+    revenue_amount: str | None = None
+    revenue_currency: str | None = None
     # Only when the body names the client (Plausible's ``v``); else the headers decide.
     sdk_name: str | None = None
     sdk_version: str | None = None

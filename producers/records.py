@@ -140,6 +140,8 @@ class RecordBuilder:
             "sdk_version": submission.sdk_version or edge.sdk_version,
             "idempotency_key": submission.idempotency_key,
             "order_id": submission.order_id,
+            "revenue_amount": submission.revenue_amount,
+            "revenue_currency": submission.revenue_currency,
         }
         return event
 

@@ -142,25 +142,75 @@ def _canonical_json(value: Any) -> Any:
     return value  # pragma: no cover - orjson yields only the types above
 
 
+# What else the client said, beside project, user, name and properties: each
+# field that carries meaning (DESIGN.md, "Deduplication"; docs/publishing.md,
+# "What counts as a duplicate"). Ids, timestamps and transport details (IP,
+# user agent, SDK) are left out.
+_TEXT_FIELDS = ("kind", "domain", "referrer", "display_name", "email", "order_id")
+_NUMBER_FIELDS = ("scroll_depth", "engagement_time_ms")
+
+
 def event_fingerprint(event: Mapping[str, Any]) -> str:
     """The identity of an event for deduplication, as 32 hex digits.
 
-    Covers the project, the user (``user_key``), the normalised name and the
-    properties — not the event id, timestamps or request context, so a
-    client's retry of the same action matches. Property order does not
-    matter; ``10``/``"10"``/``10.0`` and ``true``/``"true"`` are the same value.
+    Two events are identical when everything the client sent that carries
+    meaning is equal: project, user (``user_key``), normalised name,
+    properties, kind, page URL (its fragment only counts unless the client
+    said it is not in hash mode), domain, referrer, display name, email, user
+    property edits (set, set once, unset), order id, revenue, and the
+    engagement figures. Ids, timestamps and transport details (IP, user agent,
+    SDK) are left out, so a client's retry of the same action matches.
+    Property order does not matter; ``10``/``"10"``/``10.0`` and
+    ``true``/``"true"`` are the same value.
+
+    Fields that are empty (or a plain ``track`` kind) add nothing, so an
+    event carrying only a name and properties keeps the fingerprint it had
+    before these fields counted: dedup state written by an older release
+    still matches it.
     """
     props = event.get("properties") or {}
     canonical_props = sorted((k, canonical_value(v)) for k, v in props.items())
-    payload = orjson.dumps(
-        [
-            event["project"],
-            user_key(event),
-            normalise_event_name(event["name"]),
-            canonical_props,
-        ]
-    )
-    return hashlib.blake2b(payload, digest_size=16).hexdigest()
+    parts: list[Any] = [
+        event["project"],
+        user_key(event),
+        normalise_event_name(event["name"]),
+        canonical_props,
+    ]
+    extras = _meaningful_extras(event)
+    if extras:
+        parts.append(extras)
+    return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+
+
+def _meaningful_extras(event: Mapping[str, Any]) -> list[Any]:
+    """The non-empty meaningful fields beyond name and properties, as ``[field, value]`` pairs."""
+    extras: list[Any] = []
+    for field in _TEXT_FIELDS:
+        value = event.get(field)
+        if value and not (field == "kind" and value == "track"):
+            extras.append([field, value.strip().lower() if field == "email" else value])
+    url = event.get("url")
+    if url:
+        if event.get("hash_mode") is False:
+            url = url.partition("#")[0]
+        extras.append(["url", url])
+    for field in ("user_properties", "user_properties_once"):
+        values = event.get(field)
+        if values:
+            extras.append([field, sorted((k, canonical_value(v)) for k, v in values.items())])
+    unset = event.get("user_properties_unset")
+    if unset:
+        extras.append(["user_properties_unset", sorted(unset)])
+    amount = event.get("revenue_amount")
+    if amount:
+        extras.append(["revenue", canonical_value(amount), event.get("revenue_currency") or ""])
+    for field in _NUMBER_FIELDS:
+        value = event.get(field)
+        if value is not None:
+            extras.append([field, value])
+    if event.get("interactive") is False:
+        extras.append(["interactive", False])
+    return extras
 
 
 def user_key(event: Mapping[str, Any]) -> str:

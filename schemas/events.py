@@ -55,6 +55,8 @@ class RawEvent(TypedDict):
     sdk_version: str | None
     idempotency_key: str | None
     order_id: str | None
+    revenue_amount: str | None
+    revenue_currency: str | None
 
 
 class _Derived(TypedDict):
@@ -107,6 +109,8 @@ class CleanEvent(_Derived):
     sdk_version: str | None
     idempotency_key: str | None
     order_id: str | None
+    revenue_amount: str | None
+    revenue_currency: str | None
 
 
 class DroppedEvent(CleanEvent):
@@ -166,6 +170,8 @@ RAW_DEFAULTS: dict[str, Any] = {
     "sdk_version": None,
     "idempotency_key": None,
     "order_id": None,
+    "revenue_amount": None,
+    "revenue_currency": None,
 }
 """Default of every optional RawEvent field (mutable defaults are copied on use)."""
 

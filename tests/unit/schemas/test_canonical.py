@@ -222,3 +222,74 @@ def test_equal_numbers_spelled_differently_are_one_value(number: Any) -> None:
     plain, scientific = format(number, "f"), f"{number:e}"
     if scientific.count("e") == 1 and number == type(number)(scientific):
         assert canonical_value(plain) == canonical_value(scientific)
+
+
+# Each field that carries meaning, and a second value for it: an event that
+# differs from another only there is another event (docs/publishing.md).
+MEANINGFUL_CHANGES: list[tuple[str, Any, Any]] = [
+    ("kind", "track", "update_user"),
+    ("url", "https://shop.example/docs/intro", "https://shop.example/docs/install"),
+    ("domain", "shop.example", "blog.example"),
+    ("referrer", "https://a.example/", "https://b.example/"),
+    ("display_name", "Ann", "Ann E."),
+    ("email", "ann@example.com", "ann@example.org"),
+    ("user_properties", {"plan": "pro"}, {"plan": "team"}),
+    ("user_properties_once", {"signup": "2026-01-01"}, {"signup": "2026-01-02"}),
+    ("user_properties_unset", ["trial"], ["vip"]),
+    ("order_id", "A-1", "A-2"),
+    ("revenue_amount", "9.99", "19.99"),
+    ("revenue_currency", "USD", "EUR"),
+    ("scroll_depth", 40, 80),
+    ("engagement_time_ms", 1_000, 5_000),
+    ("interactive", None, False),
+]
+
+
+@pytest.mark.parametrize(("field", "one", "other"), MEANINGFUL_CHANGES)
+def test_every_meaningful_field_separates_events(field: str, one: Any, other: Any) -> None:
+    revenue = {"revenue_amount": "9.99", "revenue_currency": "USD"}
+    first = event({}, **(revenue | {field: one}))
+    second = event({}, **(revenue | {field: other}))
+    assert schemas.event_fingerprint(first) != schemas.event_fingerprint(second)
+
+
+def test_the_url_fragment_counts_unless_the_client_is_not_in_hash_mode() -> None:
+    def page(url: str, hash_mode: bool | None) -> str:
+        return schemas.event_fingerprint(event({}, url=url, hash_mode=hash_mode))
+
+    intro, install = "https://s.example/#/intro", "https://s.example/#/install"
+    assert page(intro, True) != page(install, True)
+    assert page(intro, None) != page(install, None)
+    assert page(intro, False) == page(install, False)
+    assert page(intro, False) == page("https://s.example/", False)
+
+
+def test_ids_times_and_transport_details_do_not_separate_events() -> None:
+    base = event({"plan": "pro"}, url="https://s.example/a", revenue_amount="9.99")
+    for field, value in [
+        ("event_id", "other-id"),
+        ("timestamp", 123),
+        ("received_at", 456),
+        ("context_id", "ctx-2"),
+        ("idempotency_key", "k-2"),
+        ("ip", "198.51.100.7"),
+        ("user_agent", "curl/8"),
+        ("ip_classification", "dc_ip"),
+        ("country", "DE"),
+        ("sdk_name", "python"),
+        ("sdk_version", "9.9"),
+        ("hash_mode", True),
+    ]:
+        assert schemas.event_fingerprint(base) == schemas.event_fingerprint(
+            base | {field: value}
+        ), field
+
+
+def test_equal_values_spelled_differently_in_profile_edits_and_revenue_are_equal() -> None:
+    one = event({}, user_properties={"n": "10"}, revenue_amount="9.9", email="A@B.example")
+    two = event({}, user_properties={"n": "10.0"}, revenue_amount="9.90", email="a@b.example ")
+    assert schemas.event_fingerprint(one) == schemas.event_fingerprint(two)
+    unset = event({}, user_properties_unset=["a", "b"])
+    assert schemas.event_fingerprint(unset) == schemas.event_fingerprint(
+        event({}, user_properties_unset=["b", "a"])
+    )
