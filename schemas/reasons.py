@@ -62,3 +62,5 @@ class EventKind(StrEnum):
     TRACK = "track"
     IDENTIFY = "identify"
     UPDATE_USER = "update_user"
+    # The user asked to be forgotten: the profile and its properties go.
+    DELETE_USER = "delete_user"

@@ -56,6 +56,10 @@ DEDUP_TOKEN_SINCE = (22, 2)
 # max_partitions_per_insert_block is unknown to 18.x (which has no such limit);
 # 20.1 is a version known to have it, so nothing older is sent the setting.
 PARTITION_LIMIT_SINCE = (20, 1)
+# ALTER .. ADD COLUMN IF NOT EXISTS: unknown to 18.x; 20.1 is a version known
+# to have it. Older servers get the plain form, run only when the column is
+# missing (``sinks.migrate``).
+ADD_COLUMN_IF_NOT_EXISTS_SINCE = (20, 1)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ class ServerFeatures:
     def partition_limit_setting(self) -> bool:
         """True when the server limits partitions per insert (and the limit can be lifted)."""
         return self.version >= PARTITION_LIMIT_SINCE
+
+    @property
+    def add_column_if_not_exists(self) -> bool:
+        """True when ``ALTER TABLE .. ADD COLUMN IF NOT EXISTS`` is understood."""
+        return self.version >= ADD_COLUMN_IF_NOT_EXISTS_SINCE
 
     def insert_settings(self, token: str | None) -> dict[str, object]:
         """Settings of one batch insert on this server.
@@ -208,7 +217,13 @@ EVENT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("source_topic", "String"),
     ("source_partition", "Int32"),
     ("source_offset", "Int64"),
+    ("revenue_amount", "Nullable(Decimal(18, 3))"),
+    ("revenue_currency", "String"),
 )
+
+# Columns added to ``events`` after version 1, each by the migration that adds
+# it to existing tables (a fresh table gets them from EVENT_COLUMNS at once).
+ADDED_EVENT_COLUMNS: tuple[tuple[str, str], ...] = EVENT_COLUMNS[-2:]
 
 # Profile fields kept per user; each is the value of the newest event carrying it.
 USER_FIELDS: tuple[str, ...] = ("display_name", "email", "avatar", "anonymous_id")
@@ -231,6 +246,18 @@ USER_PROPERTY_UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("op", "UInt8"),
     ("version", "UInt64"),
 )
+
+USER_DELETION_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("project", "String"),
+    ("user_id", "String"),
+    ("deleted_at_ms", "UInt64"),
+    ("event_id", "String"),
+)
+
+# The value a deletion writes into every profile field: newer than what was
+# there, so nothing from before the deletion shows again, and non-empty, so
+# ``argMaxIf(.., set != '')`` takes it. Readers show it as ''.
+CLEARED = "\x00"
 
 OP_SET = 1
 OP_SET_ONCE = 2
@@ -362,19 +389,101 @@ WHERE (set_at > 0 AND set_at >= unset_at) OR (once_at > 0 AND once_at > unset_at
     ]
 
 
+def _profile_views(t: Target) -> list[str]:
+    """The v4 readable views: deletions hide a user's profile and older properties."""
+    db, on = quote_identifier(t.database), t.on_cluster
+    fields = ",\n    ".join(f"argMaxIfMerge({f}) AS {f}_value" for f in USER_FIELDS)
+    renamed = ", ".join(f"if({f}_value = '{CLEARED}', '', {f}_value) AS {f}" for f in USER_FIELDS)
+    deletions = f"""(SELECT project, user_id, max(deleted_at_ms) AS deleted_at
+    FROM {db}.user_deletions GROUP BY project, user_id)"""
+    return [
+        f"DROP TABLE IF EXISTS {db}.user_profiles{on}",
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_profiles{on} AS
+SELECT project, user_id, {renamed}, updated_at, first_seen_at
+FROM (
+    SELECT
+    project,
+    user_id,
+    {fields},
+    maxMerge(updated_at_ms) AS updated_at,
+    minMerge(first_seen_ms) AS first_seen_at
+    FROM {db}.users
+    GROUP BY project, user_id
+) AS current ANY LEFT JOIN {deletions} AS deletions USING (project, user_id)
+WHERE updated_at > deleted_at""",
+        f"DROP TABLE IF EXISTS {db}.user_property_values{on}",
+        # The same rule as sinks.queries.resolve_property, in SQL.
+        f"""CREATE VIEW IF NOT EXISTS {db}.user_property_values{on} AS
+SELECT project, user_id, key,
+       if(set_at > deleted_at AND set_at >= unset_at, last_value, first_once_value) AS value
+FROM (
+    SELECT project, user_id, key,
+           argMaxIfMerge(value) AS last_value,
+           maxIfMerge(set_at_ms) AS set_at,
+           maxIfMerge(unset_at_ms) AS unset_at,
+           argMinIfMerge(once_value) AS first_once_value,
+           minIfMerge(once_at_ms) AS once_at
+    FROM {db}.user_properties
+    GROUP BY project, user_id, key
+) AS current ANY LEFT JOIN {deletions} AS deletions USING (project, user_id)
+WHERE (set_at > deleted_at AND set_at >= unset_at)
+   OR (once_at > deleted_at AND once_at > unset_at)""",
+    ]
+
+
+def _v4_revenue_and_deletions(t: Target) -> list[str | AddColumn]:
+    db, on = quote_identifier(t.database), t.on_cluster
+    return [
+        *(AddColumn(t, "events", name, kind) for name, kind in ADDED_EVENT_COLUMNS),
+        f"""CREATE TABLE IF NOT EXISTS {db}.user_deletions{on} (
+    {_columns(USER_DELETION_COLUMNS)}
+) ENGINE = {t.engine("ReplacingMergeTree", "user_deletions", "deleted_at_ms")}
+ORDER BY (project, user_id)
+SETTINGS index_granularity = 8192""",
+        *_profile_views(t),
+    ]
+
+
+@dataclass(frozen=True)
+class AddColumn:
+    """``ALTER TABLE .. ADD COLUMN``, run only when the column is missing.
+
+    ClickHouse 18.16 knows no ``ADD COLUMN IF NOT EXISTS``, so the runner
+    (``sinks.migrate``) looks in ``system.columns`` first; ``str()`` is the
+    statement for the target's server (with ``IF NOT EXISTS`` where known).
+    """
+
+    target: Target
+    table: str
+    column: str
+    kind: str
+
+    def __str__(self) -> str:
+        db, on = quote_identifier(self.target.database), self.target.on_cluster
+        guard = "IF NOT EXISTS " if self.target.features.add_column_if_not_exists else ""
+        return (
+            f"ALTER TABLE {db}.{quote_identifier(self.table)}{on} "
+            f"ADD COLUMN {guard}{quote_identifier(self.column)} {self.kind}"
+        )
+
+
+Statement = str | AddColumn
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema version: a name and the statements that reach it."""
 
     version: int
     name: str
-    statements: Callable[[Target], list[str]]
+    statements: Callable[[Target], list[Statement]]
 
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "events table and decision views", _v1_events),
     Migration(2, "users and user properties, latest value per field", _v2_users),
     Migration(3, "readable views of user profiles and properties", _v3_profile_views),
+    Migration(4, "revenue columns; user deletions hide profiles", _v4_revenue_and_deletions),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version
@@ -408,5 +517,5 @@ def render_all(target: Target) -> list[str]:
     """Every statement of every migration, in order (for tests and ``migrate --print``)."""
     statements = [create_database(target), migrations_table(target)]
     for migration in MIGRATIONS:
-        statements.extend(migration.statements(target))
+        statements.extend(str(s) for s in migration.statements(target))
     return statements

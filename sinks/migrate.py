@@ -40,6 +40,16 @@ def applied_versions(ch: ClickHouse) -> set[int]:
     return {int(row[0]) for row in rows}
 
 
+def _has_column(ch: ClickHouse, add: ddl.AddColumn) -> bool:
+    """Whether the column an ``AddColumn`` adds is there already (a fresh table has it)."""
+    found = ch.scalar(
+        "SELECT count() FROM system.columns "
+        "WHERE database = %(db)s AND table = %(table)s AND name = %(column)s",
+        {"db": ch.database, "table": add.table, "column": add.column},
+    )
+    return bool(found)
+
+
 def migrate(ch: ClickHouse, dedup_window: int = 1_000, cluster: str = "") -> MigrationResult:
     """Apply every pending migration in order; raise MigrationError on a failed statement.
 
@@ -60,8 +70,10 @@ def migrate(ch: ClickHouse, dedup_window: int = 1_000, cluster: str = "") -> Mig
     applied: list[int] = []
     for migration in ddl.pending(done):
         for statement in migration.statements(target):
+            if isinstance(statement, ddl.AddColumn) and _has_column(ch, statement):
+                continue
             try:
-                ch.execute(statement)
+                ch.execute(str(statement))
             except ClickHouseUnavailableError as exc:
                 if _server_answered(exc):
                     raise MigrationError(migration.version, str(exc)) from exc

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sinks.clickhouse import ClickHouse
-from sinks.ddl import quote_identifier
+from sinks.ddl import CLEARED, quote_identifier
 
 
 @dataclass(frozen=True)
@@ -175,16 +175,17 @@ def event_count(ch: ClickHouse, project: str | None = None) -> int:
 
 
 def resolve_property(
-    value: str, set_at: int, unset_at: int, once_value: str, once_at: int
+    value: str, set_at: int, unset_at: int, once_value: str, once_at: int, deleted_at: int = 0
 ) -> str | None:
     """The current value of a user property from its merged states, or None if unset.
 
     The newest set or unset wins; a set-once value holds when no set is
-    current and no unset came after it. A timestamp of 0 means "never".
+    current and no unset came after it; nothing from before the user's
+    deletion (``deleted_at``) counts. A timestamp of 0 means "never".
     """
-    if set_at > 0 and set_at >= unset_at:
+    if set_at > deleted_at and set_at >= unset_at:
         return value
-    if once_at > 0 and once_at > unset_at:
+    if once_at > deleted_at and once_at > unset_at:
         return once_value
     return None
 
@@ -192,28 +193,40 @@ def resolve_property(
 def user_profiles(
     ch: ClickHouse, project: str, user_ids: list[str] | None = None, limit: int = 1_000
 ) -> list[UserProfile]:
-    """Latest profiles of a project (all, or the given user ids), with their properties."""
+    """Latest profiles of a project (all, or the given user ids), with their properties.
+
+    A user whose newest profile event is a deletion has no profile; fields
+    cleared by a deletion read as ''.
+    """
     db = quote_identifier(ch.database)
     params: dict[str, Any] = {"project": project, "limit": limit}
     only = ""
     if user_ids is not None:
         only = "AND user_id IN %(ids)s"
         params["ids"] = tuple(user_ids) or ("",)
+    deletions = f"""(SELECT user_id, max(deleted_at_ms) AS deleted_at
+    FROM {db}.user_deletions WHERE project = %(project)s {only} GROUP BY user_id)"""
     profiles = ch.execute(
         f"""
-SELECT user_id,
-       argMaxIfMerge(display_name), argMaxIfMerge(email), argMaxIfMerge(avatar),
-       maxMerge(updated_at_ms), minMerge(first_seen_ms)
-FROM {db}.users
-WHERE project = %(project)s {only}
-GROUP BY user_id
+SELECT user_id, name, email, avatar, updated_at, first_seen_at, deleted_at
+FROM (
+    SELECT user_id,
+           argMaxIfMerge(display_name) AS name, argMaxIfMerge(email) AS email,
+           argMaxIfMerge(avatar) AS avatar,
+           maxMerge(updated_at_ms) AS updated_at, minMerge(first_seen_ms) AS first_seen_at
+    FROM {db}.users
+    WHERE project = %(project)s {only}
+    GROUP BY user_id
+) AS current ANY LEFT JOIN {deletions} AS deletions USING (user_id)
+WHERE updated_at > deleted_at
 ORDER BY user_id
 LIMIT %(limit)s""",
         params,
     )
     properties: dict[str, dict[str, str]] = {}
+    deleted_at = {str(row[0]): int(row[6]) for row in profiles}
     if profiles:
-        params["ids"] = tuple(str(row[0]) for row in profiles)
+        params["ids"] = tuple(deleted_at)
         rows = ch.execute(
             f"""
 SELECT user_id, key,
@@ -225,19 +238,26 @@ GROUP BY user_id, key""",
             params,
         )
         for user_id, key, value, set_at, unset_at, once_value, once_at in rows:
-            current = resolve_property(value, set_at, unset_at, once_value, once_at)
+            current = resolve_property(
+                value, set_at, unset_at, once_value, once_at, deleted_at[str(user_id)]
+            )
             if current is not None:
                 properties.setdefault(user_id, {})[key] = current
     return [
         UserProfile(
             project=project,
             user_id=str(user_id),
-            display_name=name,
-            email=email,
-            avatar=avatar,
+            display_name=_shown(name),
+            email=_shown(email),
+            avatar=_shown(avatar),
             updated_at_ms=int(updated),
             first_seen_ms=int(first),
             properties=properties.get(user_id, {}),
         )
-        for user_id, name, email, avatar, updated, first in profiles
+        for user_id, name, email, avatar, updated, first, _ in profiles
     ]
+
+
+def _shown(value: str) -> str:
+    """A profile field as readers see it: a field cleared by a deletion is ''."""
+    return "" if value == CLEARED else value

@@ -1,8 +1,9 @@
 """Decoded events → ClickHouse rows, column by column. Pure: no I/O.
 
-A ``Batch`` collects rows for the three insert targets (``events``,
-``user_updates``, ``user_property_updates``) as per-column lists, which is the
-shape clickhouse-driver's ``columnar=True`` insert takes without copying.
+A ``Batch`` collects rows for the insert targets (``events``,
+``user_updates``, ``user_property_updates``, ``user_deletions``) as per-column
+lists, which is the shape clickhouse-driver's ``columnar=True`` insert takes
+without copying.
 A record that cannot become a row raises ``RowError`` *before* anything of it
 is appended, so a poison record never leaves half a row behind.
 """
@@ -10,15 +11,18 @@ is appended, so a poison record never leaves half a row behind.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 from schemas.reasons import DropReason
 from sinks.ddl import (
+    CLEARED,
     EVENT_COLUMNS,
     OP_SET,
     OP_SET_ONCE,
     OP_UNSET,
+    USER_DELETION_COLUMNS,
     USER_FIELDS,
     USER_PROPERTY_UPDATE_COLUMNS,
     USER_UPDATE_COLUMNS,
@@ -35,6 +39,9 @@ _RANK_SHIFT = 44
 AVATAR_KEYS = ("avatar", "avatarUrl", "avatar_url")
 # Kinds that are about the user rather than an action of the user.
 PROFILE_KINDS = frozenset({"identify", "update_user"})
+DELETE_USER = "delete_user"
+# Decimal(18, 3): 15 digits before the point.
+MAX_REVENUE = Decimal("1e15")
 
 
 class Decision(StrEnum):
@@ -161,11 +168,40 @@ def event_row(event: Mapping[str, Any], decision: Decision) -> tuple[Any, ...]:
             g("source_topic") or "",
             g("source_partition", -1),
             g("source_offset", -1),
+            _revenue(g("revenue_amount")),
+            g("revenue_currency") or "",
         )
     except KeyError as exc:
         raise RowError("missing_field", f"{exc.args[0]} is missing") from None
     except (AttributeError, TypeError) as exc:
         raise RowError("invalid_field", f"properties are not a map: {exc}") from None
+
+
+def _revenue(amount: str | None) -> Decimal | None:
+    """The ``revenue_amount`` column's value: the decimal text as a Decimal, or NULL."""
+    if amount is None:
+        return None
+    try:
+        value = Decimal(amount)
+    except (InvalidOperation, TypeError):
+        raise RowError("invalid_field", f"revenue_amount {amount!r} is not a number") from None
+    if not value.is_finite() or abs(value) >= MAX_REVENUE:
+        raise RowError("invalid_field", f"revenue_amount {amount!r} is out of range")
+    return value
+
+
+def profile_key(event: Mapping[str, Any]) -> str:
+    """Whose profile an event is about: the user id, else the (lower-cased) e-mail, else ''.
+
+    Users known only by e-mail (vtcdn, Vero) have profiles too, keyed like
+    the Kafka key's user part (``schemas.canonical.user_key``); anonymous
+    visitors have none.
+    """
+    user_id = event.get("user_id")
+    if user_id:
+        return str(user_id)
+    email = event.get("email")
+    return email.strip().lower() if email else ""
 
 
 def avatar_of(user_properties: Mapping[str, str]) -> str:
@@ -180,22 +216,20 @@ def avatar_of(user_properties: Mapping[str, str]) -> str:
 def user_update_row(event: Mapping[str, Any]) -> tuple[Any, ...] | None:
     """The ``user_updates`` row of an accepted event, or None if it says nothing of a user.
 
-    Only events with a ``user_id`` update a profile; the version is the event
-    time, so the newest event wins whatever the arrival order.
+    Only events of a known user (``profile_key``) update a profile; the
+    version is the event time, so the newest event wins whatever the arrival
+    order. A deletion clears every field (``CLEARED``), so nothing from
+    before it shows again if the user comes back.
     """
-    user_id = event.get("user_id")
-    if not user_id:
+    user = profile_key(event)
+    if not user:
         return None
+    kind = event.get("kind")
+    if kind == DELETE_USER:
+        return (event["project"], user, event["timestamp"], event["event_id"]) + (CLEARED,) * len(
+            USER_FIELDS
+        )
     user_properties = event.get("user_properties") or {}
-    if not (
-        user_properties
-        or event.get("display_name")
-        or event.get("email")
-        or event.get("kind") in PROFILE_KINDS
-        or event.get("user_properties_once")
-        or event.get("user_properties_unset")
-    ):
-        return None  # a plain action of a known user: nothing about the profile
     values = {
         "display_name": _text(event.get("display_name")),
         "email": _text(event.get("email")),
@@ -203,17 +237,17 @@ def user_update_row(event: Mapping[str, Any]) -> tuple[Any, ...] | None:
         "anonymous_id": _text(event.get("anonymous_id")),
     }
     profile = (
-        event.get("kind") in PROFILE_KINDS
+        kind in PROFILE_KINDS
         or any(values[f] for f in ("display_name", "email", "avatar"))
         or bool(user_properties)
         or bool(event.get("user_properties_once"))
         or bool(event.get("user_properties_unset"))
     )
     if not profile:
-        return None
+        return None  # a plain action of a known user: nothing about the profile
     return (
         event["project"],
-        user_id,
+        user,
         event["timestamp"],
         event["event_id"],
         *(values[f] for f in USER_FIELDS),
@@ -222,18 +256,28 @@ def user_update_row(event: Mapping[str, Any]) -> tuple[Any, ...] | None:
 
 def user_property_rows(event: Mapping[str, Any]) -> list[tuple[Any, ...]]:
     """The ``user_property_updates`` rows of an accepted event (set, set once, unset)."""
-    user_id = event.get("user_id")
-    if not user_id:
+    user = profile_key(event)
+    if not user or event.get("kind") == DELETE_USER:
         return []
     project, version = event["project"], event["timestamp"]
     rows: list[tuple[Any, ...]] = []
     for key, value in (event.get("user_properties") or {}).items():
-        rows.append((project, user_id, key, value, OP_SET, version))
+        rows.append((project, user, key, value, OP_SET, version))
     for key, value in (event.get("user_properties_once") or {}).items():
-        rows.append((project, user_id, key, value, OP_SET_ONCE, version))
+        rows.append((project, user, key, value, OP_SET_ONCE, version))
     for key in event.get("user_properties_unset") or ():
-        rows.append((project, user_id, key, "", OP_UNSET, version))
+        rows.append((project, user, key, "", OP_UNSET, version))
     return rows
+
+
+def user_deletion_row(event: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """The ``user_deletions`` row of an accepted deletion: the profile and older properties go."""
+    if event.get("kind") != DELETE_USER:
+        return None
+    user = profile_key(event)
+    if not user:
+        return None
+    return (event["project"], user, event["timestamp"], event["event_id"])
 
 
 class Columns:
@@ -267,12 +311,23 @@ class Columns:
 
 
 class Batch:
-    """The rows of one batch for the three insert targets."""
+    """The rows of one batch for the four insert targets."""
 
     def __init__(self) -> None:
         self.events = Columns(EVENT_COLUMNS)
         self.user_updates = Columns(USER_UPDATE_COLUMNS)
         self.user_properties = Columns(USER_PROPERTY_UPDATE_COLUMNS)
+        self.user_deletions = Columns(USER_DELETION_COLUMNS)
+
+    @property
+    def tables(self) -> tuple[tuple[str, Columns], ...]:
+        """Each insert target with its rows, in the order the writer inserts them."""
+        return (
+            ("events", self.events),
+            ("user_updates", self.user_updates),
+            ("user_property_updates", self.user_properties),
+            ("user_deletions", self.user_deletions),
+        )
 
     @property
     def rows(self) -> int:
@@ -284,11 +339,13 @@ class Batch:
         row = event_row(event, decision)
         profile: tuple[Any, ...] | None = None
         properties: list[tuple[Any, ...]] = []
+        deletion: tuple[Any, ...] | None = None
         if decision is Decision.ACCEPTED:
             # Profiles follow accepted events only: a bot's "identify" changes no one.
             try:
                 profile = user_update_row(event)
                 properties = user_property_rows(event)
+                deletion = user_deletion_row(event)
             except (AttributeError, TypeError) as exc:
                 raise RowError("invalid_field", f"user fields: {exc}") from None
         self.events.append(row)
@@ -296,8 +353,11 @@ class Batch:
             self.user_updates.append(profile)
         for prop in properties:
             self.user_properties.append(prop)
+        if deletion is not None:
+            self.user_deletions.append(deletion)
 
     def clear(self) -> None:
         self.events.clear()
         self.user_updates.clear()
         self.user_properties.clear()
+        self.user_deletions.clear()

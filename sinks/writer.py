@@ -6,8 +6,8 @@ A batch is made durable in this order, and each step starts only after the
 previous one was acknowledged:
 
 1. insert the batch's rows into ClickHouse, table by table (``events``, then
-   ``user_updates``, then ``user_property_updates``), each as one columnar
-   block carrying an insert deduplication token;
+   ``user_updates``, ``user_property_updates`` and ``user_deletions``), each
+   as one columnar block carrying an insert deduplication token;
 2. flush the DLQ producer: the batch's records that could not become rows are
    acknowledged by Kafka on ``events.dlq``;
 3. commit the batch's Kafka offsets, synchronously.
@@ -48,7 +48,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.dlq import DlqSender
 from sinks.errors import RowError
 from sinks.metrics import SinkMetrics
-from sinks.rows import Batch, Columns, Decision
+from sinks.rows import Batch, Decision
 
 log = get_logger(__name__)
 
@@ -295,12 +295,7 @@ class SinkWriter:
 
     def _write_and_commit(self) -> None:
         """Steps 1-3 of the commit order; tables already written in this batch are skipped."""
-        tables: tuple[tuple[str, Columns], ...] = (
-            ("events", self.batch.events),
-            ("user_updates", self.batch.user_updates),
-            ("user_property_updates", self.batch.user_properties),
-        )
-        for table, columns in tables:
+        for table, columns in self.batch.tables:
             if table in self._done_tables or not columns.rows:
                 continue
             token = dedup_token(self.offsets, table)

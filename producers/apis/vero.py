@@ -193,8 +193,8 @@ def parse_resubscribe(request: HttpRequest, ctx: ParseContext) -> Parsed:
 
 
 def parse_delete(request: HttpRequest, ctx: ParseContext) -> Parsed:
-    """``DELETE /api/v2/users/delete``: recorded as a user update named ``$delete_user``."""
-    return _user_update(request, ctx, name="$delete_user")
+    """``DELETE /api/v2/users/delete``: ``$delete_user``, which removes the user's profile."""
+    return _user_update(request, ctx, name="$delete_user", kind=EventKind.DELETE_USER)
 
 
 def parse_heartbeat(request: HttpRequest, ctx: ParseContext) -> Parsed:

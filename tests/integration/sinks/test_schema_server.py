@@ -6,6 +6,7 @@ The same checks run on current ClickHouse (chdb) in tests/unit/sinks/test_ddl_ch
 from __future__ import annotations
 
 import datetime as dt
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -49,11 +50,7 @@ def write(ch: ClickHouse, *events: tuple[dict, Decision]) -> None:
     batch = Batch()
     for event, decision in events:
         batch.add(event, decision)
-    for table, columns in (
-        ("events", batch.events),
-        ("user_updates", batch.user_updates),
-        ("user_property_updates", batch.user_properties),
-    ):
+    for table, columns in batch.tables:
         ch.insert_columns(table, columns.names, columns.data, token=f"t-{table}-{id(batch)}")
 
 
@@ -127,3 +124,94 @@ def test_a_dead_server_is_reported_as_unavailable() -> None:
     dead = ClickHouse("clickhouse://default:@127.0.0.1:1/default", "nothing", connect_timeout=1)
     with pytest.raises(ClickHouseUnavailableError):
         dead.scalar("SELECT 1")
+
+
+def test_deletions_email_only_users_and_revenue_on_the_server(ch: ClickHouse) -> None:
+    migrate(ch)
+    write(
+        ch,
+        (
+            acc(
+                "d1",
+                T0,
+                kind="identify",
+                user_id="u1",
+                display_name="Old",
+                timestamp=T0 + 1000,
+                user_properties={"plan": "pro"},
+            ),
+            Decision.ACCEPTED,
+        ),
+        (acc("d2", T0, kind="delete_user", user_id="u1", timestamp=T0 + 2000), Decision.ACCEPTED),
+        (
+            acc("d3", T0, kind="identify", email="Ann@Example.com", display_name="Ann"),
+            Decision.ACCEPTED,
+        ),
+        (
+            acc(
+                "d4",
+                T0,
+                name="purchase",
+                user_id="u2",
+                revenue_amount="9.99",
+                revenue_currency="USD",
+            ),
+            Decision.ACCEPTED,
+        ),
+    )
+    db = ch.database
+    # Deleted: no profile and no properties; the e-mail-only user has one.
+    assert [p.user_id for p in queries.user_profiles(ch, "demo")] == ["ann@example.com"]
+    assert ch.execute(f"SELECT user_id, display_name FROM {db}.user_profiles") == [
+        ("ann@example.com", "Ann")
+    ]
+    assert ch.execute(f"SELECT count() FROM {db}.user_property_values") == [(0,)]
+    # Back after the deletion: only what came since shows.
+    write(
+        ch,
+        (
+            acc(
+                "d5",
+                T0,
+                kind="update_user",
+                user_id="u1",
+                timestamp=T0 + 3000,
+                user_properties={"vip": "true"},
+            ),
+            Decision.ACCEPTED,
+        ),
+    )
+    profile = queries.user_profiles(ch, "demo", ["u1"])[0]
+    assert (profile.display_name, profile.properties) == ("", {"vip": "true"})
+    assert ch.execute(f"SELECT display_name FROM {db}.user_profiles WHERE user_id = 'u1'") == [
+        ("",)
+    ]
+    assert ch.execute(f"SELECT key, value FROM {db}.user_property_values") == [("vip", "true")]
+    assert ch.execute(
+        f"SELECT revenue_amount, revenue_currency FROM {db}.events FINAL WHERE event_id = 'd4'"
+    ) == [(Decimal("9.99"), "USD")]
+    assert ch.execute(
+        f"SELECT revenue_amount, revenue_currency FROM {db}.events FINAL WHERE event_id = 'd1'"
+    ) == [(None, "")]
+
+
+def test_a_database_of_version_3_gains_the_revenue_columns(ch: ClickHouse) -> None:
+    target = ddl.Target(ch.database, ch.features())
+    # Version 1 as released: without the columns added since.
+    added = "".join(f"    `{name}` {kind},\n" for name, kind in ddl.ADDED_EVENT_COLUMNS)
+    for statement in [ddl.create_database(target), ddl.migrations_table(target)]:
+        ch.execute(statement)
+    for migration in ddl.MIGRATIONS[:3]:
+        for statement in migration.statements(target):
+            ch.execute(str(statement).replace(added, ""))
+        ch.execute(
+            f"INSERT INTO {ch.database}.{ddl.MIGRATIONS_TABLE} (version, name, applied_at) "
+            "SELECT toUInt32(%(v)s), 'old', now()",
+            {"v": migration.version},
+        )
+    columns = (
+        f"SELECT name FROM system.columns WHERE database = '{ch.database}' AND table = 'events'"
+    )
+    assert "revenue_amount" not in {r[0] for r in ch.execute(columns)}
+    assert migrate(ch).applied == (4,)
+    assert {"revenue_amount", "revenue_currency"} <= {r[0] for r in ch.execute(columns)}

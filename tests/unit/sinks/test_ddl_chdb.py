@@ -61,11 +61,7 @@ def write(ch: Any, events: list[tuple[dict, Decision]]) -> None:
     batch = Batch()
     for event, decision in events:
         batch.add(event, decision)
-    for table, columns in (
-        ("events", batch.events),
-        ("user_updates", batch.user_updates),
-        ("user_property_updates", batch.user_properties),
-    ):
+    for table, columns in batch.tables:
         if columns.rows:
             ch.insert_columns(table, columns.names, columns.data)
 
@@ -272,3 +268,43 @@ def test_a_batch_spanning_many_months_is_accepted(ch: Any) -> None:
         "toString(number), 'accepted' FROM numbers(150)"
     )
     assert ch.scalar(f"SELECT uniqExact(toYYYYMM(event_time)) FROM {ch.database}.events") == 150
+
+
+def test_deletions_email_only_users_and_revenue(ch: Any) -> None:
+    migrate(ch)
+    identify = {"kind": "identify", "user_id": "u1", "display_name": "Old"}
+    write(
+        ch,
+        [
+            (
+                acc("d1", T0, **identify, timestamp=T0 + 1, user_properties={"plan": "pro"}),
+                Decision.ACCEPTED,
+            ),
+            (acc("d2", T0, kind="delete_user", user_id="u1", timestamp=T0 + 2), Decision.ACCEPTED),
+            (acc("d3", T0, kind="identify", email="Ann@Example.com"), Decision.ACCEPTED),
+            (
+                acc("d4", T0, user_id="u2", revenue_amount="9.99", revenue_currency="USD"),
+                Decision.ACCEPTED,
+            ),
+        ],
+    )
+    db = ch.database
+    assert [p.user_id for p in queries.user_profiles(ch, "demo")] == ["ann@example.com"]
+    assert ch.execute(f"SELECT user_id FROM {db}.user_profiles") == [("ann@example.com",)]
+    assert ch.execute(f"SELECT count() FROM {db}.user_property_values") == [(0,)]
+    back = acc(
+        "d5",
+        T0,
+        kind="update_user",
+        user_id="u1",
+        timestamp=T0 + 3,
+        user_properties={"vip": "true"},
+    )
+    write(ch, [(back, Decision.ACCEPTED)])
+    (profile,) = queries.user_profiles(ch, "demo", ["u1"])
+    assert (profile.display_name, profile.properties) == ("", {"vip": "true"})
+    assert ch.execute(f"SELECT key, value FROM {db}.user_property_values") == [("vip", "true")]
+    assert ch.execute(
+        f"SELECT revenue_amount = toDecimal64('9.99', 3), toTypeName(revenue_amount), "
+        f"revenue_currency FROM {db}.events FINAL WHERE event_id = 'd4'"
+    ) == [(1, "Nullable(Decimal(18, 3))", "USD")]

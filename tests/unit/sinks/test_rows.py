@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
-from sinks.ddl import EVENT_COLUMNS, OP_SET, OP_SET_ONCE, OP_UNSET, USER_UPDATE_COLUMNS
+from sinks.ddl import (
+    CLEARED,
+    EVENT_COLUMNS,
+    OP_SET,
+    OP_SET_ONCE,
+    OP_UNSET,
+    USER_FIELDS,
+    USER_UPDATE_COLUMNS,
+)
 from sinks.errors import RowError
 from sinks.rows import (
     Batch,
     Decision,
     decision_version,
     event_row,
+    user_deletion_row,
     user_property_rows,
     user_update_row,
 )
@@ -153,3 +164,38 @@ def test_clear_empties_every_table() -> None:
     batch.add(accepted(user_id="u1", user_properties={"a": "b"}), Decision.ACCEPTED)
     batch.clear()
     assert (batch.rows, batch.user_updates.rows, batch.user_properties.rows) == (0, 0, 0)
+
+
+def test_users_known_only_by_email_have_a_profile_keyed_by_the_lower_cased_email() -> None:
+    event = accepted(email=" Ann@Example.com", display_name="Ann")
+    row = user_update_row(event)
+    assert row is not None
+    assert row[1] == "ann@example.com"
+    props = user_property_rows(accepted(email="Ann@Example.com", user_properties={"a": "b"}))
+    assert [r[1] for r in props] == ["ann@example.com"]
+    assert user_update_row(accepted(anonymous_id="anon", display_name="x")) is None
+
+
+def test_a_deletion_clears_every_profile_field_and_is_recorded() -> None:
+    deletion = accepted(user_id="u1", kind="delete_user", user_properties={"plan": "x"})
+    row = user_update_row(deletion)
+    assert row is not None
+    assert row[4:] == (CLEARED,) * len(USER_FIELDS)
+    assert user_property_rows(deletion) == []
+    assert user_deletion_row(deletion) == ("demo", "u1", T0, deletion["event_id"])
+    assert user_deletion_row(accepted(user_id="u1", kind="identify")) is None
+    batch = Batch()
+    batch.add(deletion, Decision.ACCEPTED)
+    batch.add(dropped(user_id="u2", kind="delete_user"), Decision.DROPPED)
+    assert batch.user_deletions.rows == 1
+
+
+def test_revenue_becomes_a_decimal_column() -> None:
+    row = as_dict(
+        event_row(accepted(revenue_amount="9.99", revenue_currency="USD"), Decision.ACCEPTED)
+    )
+    assert (row["revenue_amount"], row["revenue_currency"]) == (Decimal("9.99"), "USD")
+    assert as_dict(event_row(accepted(), Decision.ACCEPTED))["revenue_amount"] is None
+    for amount in ("abc", "1e20", "NaN"):
+        with pytest.raises(RowError):
+            event_row(accepted(revenue_amount=amount), Decision.ACCEPTED)
