@@ -106,8 +106,8 @@ def script(run_id: str) -> Script:
     user = f"demo-{r}-ada"
     calls += [
         Call("vemetric pageview", "POST", "/e", 200, headers=vemetric,
-             json={"name": "$$pageView", "url": f"https://{DOMAIN}/app", "userIdentifier": user}),
-        Call("vemetric identify", "POST", "/i", 202, headers=vemetric,
+             json={"name": "$$pageView", "url": f"https://{DOMAIN}/app", "identifier": user}),
+        Call("vemetric identify", "POST", "/i", 200, headers=vemetric,
              json={"identifier": user, "displayName": "Ada", "data": {"set": {"plan": "pro"}}}),
         Call("vemetric update user", "POST", "/u", 200, headers=vemetric,
              json={"identifier": user, "data": {"set": {"plan": "team"}}}),

@@ -10,6 +10,7 @@ like Plausible's changeset errors, success 202 ``ok``.
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,8 @@ MAX_PROP_VALUE_BYTES = 2000
 MAX_SCROLL_DEPTH = 100
 # "Must be less than 30 days (2,592,000,000 ms)."
 MAX_ENGAGEMENT_MS = 30 * 24 * 3600 * 1000
+# What ClickHouse's revenue column holds: Decimal(18, 3), 15 digits before the point.
+MAX_REVENUE = Decimal("1e15")
 ENGAGEMENT = "engagement"
 ACCEPTED = Reply(202, b"ok", "text/plain; charset=utf-8")
 
@@ -123,8 +126,13 @@ def _props(body: dict) -> dict[str, str]:
         return {}
     if not isinstance(raw, dict):
         raise Invalid("props", "must be an object")
-    # Plausible keeps only scalar values; lists, maps, null and "" are filtered out.
-    props = {k: v for k, v in raw.items() if isinstance(v, str) and v != ""}
+    # Plausible keeps scalars (string, number, boolean); lists, maps, null and ""
+    # are filtered out. Numbers and booleans become their JSON text ("3", "true").
+    props = {
+        k: v if isinstance(v, str) else orjson.dumps(v).decode()
+        for k, v in raw.items()
+        if (isinstance(v, str) and v != "") or isinstance(v, int | float)
+    }
     if len(props) > MAX_PROPS:
         raise Invalid("props", f"should have at most {MAX_PROPS} properties")
     for key, value in props.items():
@@ -133,6 +141,31 @@ def _props(body: dict) -> dict[str, str]:
         if len(value.encode()) > MAX_PROP_VALUE_BYTES:
             raise Invalid("props", f"values should be at most {MAX_PROP_VALUE_BYTES} byte(s)")
     return props
+
+
+def _revenue(body: dict) -> tuple[str | None, str | None]:
+    """``$`` or ``revenue``: ``{"amount": "9.99" | 9.99, "currency": "USD"}``, or nothing.
+
+    Like Plausible, a value without both keys is ignored; an amount that is
+    not a number or a currency that is not three letters is an error, so
+    revenue is never stored wrong.
+    """
+    raw = _first(body, "$", "revenue")
+    if not isinstance(raw, dict) or "amount" not in raw or "currency" not in raw:
+        return None, None
+    amount, currency = raw["amount"], raw["currency"]
+    if isinstance(amount, bool) or not isinstance(amount, str | int | float):
+        raise Invalid("revenue", "amount must be a number")
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation:
+        raise Invalid("revenue", "amount must be a number") from None
+    if not value.is_finite() or abs(value) >= MAX_REVENUE:
+        raise Invalid("revenue", "amount is out of range")
+    valid_code = isinstance(currency, str) and len(currency) == 3 and currency.isascii()
+    if not (valid_code and currency.isalpha()):
+        raise Invalid("revenue", "currency must be a 3-letter ISO 4217 code")
+    return str(amount).strip(), currency.upper()
 
 
 def _integer(body: dict, key: str) -> int | None:
@@ -199,6 +232,7 @@ def parse_event(request: HttpRequest, ctx: ParseContext) -> Parsed:
         name = _name(body, scroll_depth is not None and engagement_ms is not None)
         domains = _domains(body, url_host)
         version = body.get("v")
+        revenue_amount, revenue_currency = _revenue(body)
         submission = Submission(
             source=Source.PLAUSIBLE,
             kind=EventKind.TRACK,
@@ -207,6 +241,8 @@ def parse_event(request: HttpRequest, ctx: ParseContext) -> Parsed:
             referrer=_referrer(body),
             domain=domains[0],
             properties=_props(body),
+            revenue_amount=revenue_amount,
+            revenue_currency=revenue_currency,
             # Pageviews always count as interactive; others only unless i=false.
             interactive=True if name == PAGEVIEW else _flag(body, "i", "interactive"),
             scroll_depth=scroll_depth,

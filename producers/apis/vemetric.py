@@ -7,22 +7,33 @@ What the official SDKs really send (vemetric 0.2 on PyPI, @vemetric/node 0.2,
 instead), ``V-SDK``/``V-SDK-Version`` headers, ``name``, ``userIdentifier``
 (server SDKs) or ``identifier`` (web SDK), ``displayName``, ``customData``,
 ``userData{set,setOnce,unset}``, ``contextId``, ``url``; the web SDK adds a
-``V-Host`` header and the referrer as ``v-referrer``. The docs also show
-``projectToken`` in the body. Answers: 200 with an empty body, 400 ``Invalid!``.
+``V-Host`` header (the host of its ``host`` option: the hub, not the site) and
+the referrer as ``v-referrer``. The docs also show ``projectToken`` in the
+body. Answers: 200 with an empty body, 400 ``Invalid!``.
+
+The site (``domain``) is the page URL's host, else the browser's ``Origin``;
+never ``V-Host``. A request from a server SDK (``V-SDK`` naming one, or the
+server SDKs' ``userIdentifier`` field) is a backend request: its address and
+user agent are the backend's, not a visitor's (``EdgeContext.of_server``).
 """
 
 from __future__ import annotations
+
+from urllib.parse import urlsplit
 
 from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_header
 from producers.apis.common import string_map, user_data
 from producers.errors import Rejection
 from producers.model import OUTBOUND_LINK, PAGEVIEW, HttpRequest, Parsed, Reply, Submission
 from producers.parsing import Invalid, decode_object, optional_str, required_str
+from producers.projects import sanitize_hostname
 from schemas.reasons import EventKind, Source
 
 _TEXT = "text/plain; charset=utf-8"
 OK = Reply(200, b"", _TEXT)
-ACCEPTED = Reply(202, b"", _TEXT)
+# The V-SDK values of Vemetric's server-side SDKs (Node.js, Python, PHP, Ruby);
+# the browser script sends "script".
+SERVER_SDKS = frozenset({"node", "python", "php", "ruby"})
 
 # Both spellings of the two special events: the SDKs' and the docs'.
 _SPECIAL_NAMES = {
@@ -94,9 +105,34 @@ def _identifier(body: dict) -> str | None:
     return optional_str(body, "userIdentifier") or optional_str(body, "identifier")
 
 
-def _domain(request: HttpRequest) -> str | None:
-    host = request.header("v-host")
-    return host.strip().lower() or None if host else None
+def _domain(request: HttpRequest, url: str | None) -> str | None:
+    """The site: the page URL's host, else the browser's ``Origin`` (``V-Host`` is the hub's)."""
+    for candidate in (url, request.header("origin")):
+        if candidate:
+            try:
+                host = urlsplit(candidate).hostname
+            except ValueError:
+                host = None
+            if host:
+                return sanitize_hostname(host)
+    return None
+
+
+def _sdk(request: HttpRequest, body: dict) -> tuple[str | None, str | None]:
+    """``V-SDK``/``V-SDK-Version`` from the body: beacons carry them there, not as headers."""
+    if request.header("v-sdk"):
+        return None, None  # the edge reads the headers
+    name, version = body.get("V-SDK"), body.get("V-SDK-Version")
+    return (
+        name if isinstance(name, str) and name else None,
+        version if isinstance(version, str) and version else None,
+    )
+
+
+def _from_server(request: HttpRequest, body: dict) -> bool:
+    """Whether a server SDK sent the request (so the peer is a backend, not the visitor)."""
+    sdk = request.header("v-sdk") or body.get("V-SDK")
+    return "userIdentifier" in body or (isinstance(sdk, str) and sdk.lower() in SERVER_SDKS)
 
 
 def _referrer(request: HttpRequest, body: dict) -> str | None:
@@ -117,6 +153,7 @@ def parse_track(request: HttpRequest, ctx: ParseContext) -> Parsed:
         if name == OUTBOUND_LINK and not properties.get("href"):
             raise Invalid("customData.href", "is required for outbound link events")
         props_set, props_once, props_unset = user_data(body.get("userData"), "userData")
+        sdk_name, sdk_version = _sdk(request, body)
         submission = Submission(
             source=Source.VEMETRIC,
             kind=EventKind.TRACK,
@@ -125,7 +162,9 @@ def parse_track(request: HttpRequest, ctx: ParseContext) -> Parsed:
             display_name=optional_str(body, "displayName"),
             url=url,
             referrer=_referrer(request, body),
-            domain=_domain(request),
+            domain=_domain(request, url),
+            sdk_name=sdk_name,
+            sdk_version=sdk_version,
             properties=properties,
             user_properties=props_set,
             user_properties_once=props_once,
@@ -134,13 +173,13 @@ def parse_track(request: HttpRequest, ctx: ParseContext) -> Parsed:
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), OK)
+    return Parsed((project,), (submission,), OK, from_server=_from_server(request, body))
 
 
 def _user_update(
     request: HttpRequest, ctx: ParseContext, kind: EventKind, name: str, required: str
-) -> tuple[str, Submission]:
-    """The project and the submission of ``/i`` or ``/u``: who, display name, data, avatar.
+) -> Parsed:
+    """The parsed ``/i`` or ``/u``: who, display name, data, avatar.
 
     ``required`` is the field named when the user is missing: the hub's own
     error names ``identifier`` for ``/i`` and ``userIdentifier`` for ``/u``.
@@ -161,31 +200,29 @@ def _user_update(
             name=name,
             user_id=identifier,
             display_name=optional_str(body, "displayName"),
-            domain=_domain(request),
+            url=optional_str(body, "url"),
+            domain=_domain(request, optional_str(body, "url")),
             user_properties=props_set,
             user_properties_once=props_once,
             user_properties_unset=props_unset,
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return project, submission
+    return Parsed((project,), (submission,), OK, from_server=_from_server(request, body))
 
 
 def parse_identify(request: HttpRequest, ctx: ParseContext) -> Parsed:
     """``POST /i``: who the user is (``identifier``), with optional display name and data."""
-    project, submission = _user_update(
-        request, ctx, EventKind.IDENTIFY, "$identify", required="identifier"
-    )
-    # The hub answers identification with 202 ("identification in progress").
-    return Parsed((project,), (submission,), ACCEPTED)
+    # The hub's docs list 202 ("identification in progress"), but the hub answers
+    # 200, and the SDKs only check for a 2xx.
+    return _user_update(request, ctx, EventKind.IDENTIFY, "$identify", required="identifier")
 
 
 def parse_update_user(request: HttpRequest, ctx: ParseContext) -> Parsed:
     """``POST /u``: user properties (``data{set,setOnce,unset}``), display name, avatar."""
-    project, submission = _user_update(
+    return _user_update(
         request, ctx, EventKind.UPDATE_USER, "$update_user", required="userIdentifier"
     )
-    return Parsed((project,), (submission,), OK)
 
 
 def parse_page_leave(request: HttpRequest, ctx: ParseContext) -> Parsed:
@@ -196,6 +233,7 @@ def parse_page_leave(request: HttpRequest, ctx: ParseContext) -> Parsed:
         url = optional_str(body, "url")
         if url is None:
             raise Invalid("url", "is required")
+        sdk_name, sdk_version = _sdk(request, body)
         submission = Submission(
             source=Source.VEMETRIC,
             kind=EventKind.TRACK,
@@ -203,8 +241,10 @@ def parse_page_leave(request: HttpRequest, ctx: ParseContext) -> Parsed:
             user_id=_identifier(body),
             display_name=optional_str(body, "displayName"),
             url=url,
-            domain=_domain(request) or optional_str(body, "V-Host"),
+            domain=_domain(request, url),
             context_id=optional_str(body, "contextId"),
+            sdk_name=sdk_name,
+            sdk_version=sdk_version,
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None

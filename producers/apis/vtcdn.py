@@ -118,11 +118,17 @@ def _submission(
             **common,
         )
     if lowered == "login":
+        # Login identifies the user, "adding email if anonymous": an address in
+        # the payload becomes the user's email when the user was named by _id.
+        # A user named by email keeps that address (it is their key).
+        login_email = email(
+            optional_str(payload, "email", field="event.login.email"), "event.login.email"
+        )
         return Submission(
             kind=EventKind.IDENTIFY,
             name="login",
             user_properties=string_map(payload, "event.login"),
-            **common,
+            **(common | {"email": address or login_email}),
         )
     if lowered == "generic":
         inner = payload.get("generic", payload)

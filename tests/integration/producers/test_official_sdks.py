@@ -45,7 +45,8 @@ def test_vemetric_python_sdk(make_settings, serve, read_raw, caplog):
         track["user_properties_once"],
         track["user_properties_unset"],
     ) == ({"plan": "pro"}, {"signup": "2026-01-01"}, ["trial"])
-    assert (track["sdk_name"], track["user_agent"]) == ("python", "vemetric-python/0.2.0")
+    # A server SDK is a backend: its address and user agent are not the visitor's.
+    assert (track["sdk_name"], track["user_agent"], track["ip"]) == ("python", None, None)
     assert (update["kind"], update["display_name"], update["user_properties"]) == (
         "update_user",
         "Ann E.",

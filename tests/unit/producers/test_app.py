@@ -107,6 +107,39 @@ def run(coro: Any) -> Any:
 
 
 def test_accepted_event_is_produced_with_edge_context():
+    browser = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36"
+
+    async def scenario() -> None:
+        async with client(settings(access_log=False)) as (http, producer, _):
+            response = await http.post(
+                "/e",
+                json={"name": "signup", "identifier": "u7", "url": "https://www.shop.example/a"},
+                headers={
+                    "Token": "demo-public-token",
+                    "User-Agent": browser,
+                    "V-Host": "hub.example.net",
+                    "V-SDK": "script",
+                    "V-SDK-Version": "0.6.1",
+                },
+            )
+            assert (response.status_code, response.content) == (200, b"")
+            ((key, value),) = producer.records
+            event = decode_raw(value)
+            assert key == b"demo:u7"
+            assert (event["ip"], event["user_agent"], event["sdk_name"], event["domain"]) == (
+                "203.0.113.9",
+                browser,
+                "script",
+                "shop.example",
+            )
+            assert event["visitor_id"]
+
+    run(scenario())
+
+
+def test_a_server_sdk_request_is_not_the_visitor():
+    """The Vemetric server SDKs call from a backend: its address and agent are not a visitor's."""
+
     async def scenario() -> None:
         async with client(settings(access_log=False)) as (http, producer, _):
             response = await http.post(
@@ -120,14 +153,10 @@ def test_accepted_event_is_produced_with_edge_context():
                 },
             )
             assert (response.status_code, response.content) == (200, b"")
-            ((key, value),) = producer.records
+            ((_, value),) = producer.records
             event = decode_raw(value)
-            assert key == b"demo:u7"
-            assert (event["ip"], event["user_agent"], event["sdk_name"]) == (
-                "203.0.113.9",
-                "vemetric-python/0.2.0",
-                "python",
-            )
+            assert (event["ip"], event["user_agent"], event["visitor_id"]) == (None, None, None)
+            assert (event["sdk_name"], event["sdk_version"]) == ("python", "0.2.0")
 
     run(scenario())
 

@@ -74,10 +74,50 @@ def test_props_aliases_object_or_json_string(make_request, ctx, key):
         assert sub.properties == {"a": "1"}
 
 
-def test_non_string_and_empty_prop_values_are_dropped(make_request, ctx):
-    props = {"s": "ok", "n": 1, "b": True, "l": [1], "m": {"a": 1}, "z": None, "e": ""}
+def test_scalar_props_are_kept_as_text_and_the_rest_dropped(make_request, ctx):
+    props = {"s": "ok", "n": 1, "f": 2.5, "b": True, "l": [1], "m": {"a": 1}, "z": None, "e": ""}
     (sub,) = parse(make_request, ctx, {"n": "x", "u": URL, "p": props}).submissions
-    assert sub.properties == {"s": "ok"}
+    assert sub.properties == {"s": "ok", "n": "1", "f": "2.5", "b": "true"}
+    # The tracker sends props as a JSON string.
+    body = {"n": "x", "u": URL, "p": '{"method":"HTTP","size":3,"beta":true}'}
+    (sub,) = parse(make_request, ctx, body).submissions
+    assert sub.properties == {"method": "HTTP", "size": "3", "beta": "true"}
+
+
+@pytest.mark.parametrize("key", ["$", "revenue"])
+@pytest.mark.parametrize(
+    ("revenue", "stored"),
+    [
+        ({"amount": "9.99", "currency": "usd"}, ("9.99", "USD")),
+        ({"amount": 12, "currency": "EUR"}, ("12", "EUR")),
+        ({"amount": 9.5, "currency": "EUR"}, ("9.5", "EUR")),
+        ({"amount": "9.99"}, (None, None)),  # incomplete: ignored, as Plausible does
+        ("9.99", (None, None)),
+    ],
+)
+def test_revenue_is_carried(make_request, ctx, key, revenue, stored):
+    body = {"n": "Purchase", "u": URL, key: revenue}
+    (sub,) = parse(make_request, ctx, body).submissions
+    assert (sub.revenue_amount, sub.revenue_currency) == stored
+
+
+@pytest.mark.parametrize(
+    "revenue",
+    [
+        {"amount": "nine", "currency": "USD"},
+        {"amount": True, "currency": "USD"},
+        {"amount": "1e20", "currency": "USD"},
+        {"amount": "NaN", "currency": "USD"},
+        {"amount": "1", "currency": "US"},
+        {"amount": "1", "currency": "U$D"},
+        {"amount": "1", "currency": 840},
+    ],
+)
+def test_malformed_revenue_is_a_400_naming_revenue(make_request, ctx, revenue):
+    with pytest.raises(Rejection) as caught:
+        parse(make_request, ctx, {"n": "Purchase", "u": URL, "$": revenue})
+    assert caught.value.status == 400
+    assert orjson.loads(caught.value.body) == {"errors": {"revenue": [caught.value.reason]}}
 
 
 @pytest.mark.parametrize(

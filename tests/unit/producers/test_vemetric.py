@@ -76,8 +76,9 @@ def test_missing_or_unknown_token_is_401(make_request, ctx, headers):
 
 
 def test_web_sdk_headers_and_identifier(make_request, ctx):
-    headers = {**TOKEN, "V-Host": "Shop.Example", "v-referrer": "https://ref.example/"}
-    body = {"name": "click", "url": "https://shop.example/p", "identifier": "u9", "contextId": "c1"}
+    # V-Host names the hub the script talks to, not the site: the page URL does.
+    headers = {**TOKEN, "V-Host": "hub.example.net", "v-referrer": "https://ref.example/"}
+    body = {"name": "click", "url": "https://Shop.Example/p", "identifier": "u9", "contextId": "c1"}
     (sub,) = vemetric.parse_track(make_request(body, headers=headers), ctx).submissions
     assert (sub.user_id, sub.domain, sub.referrer, sub.context_id) == (
         "u9",
@@ -102,7 +103,7 @@ def test_custom_data_must_be_an_object(make_request, ctx):
     assert err.value.field == "customData"
 
 
-def test_identify_is_202_and_needs_identifier(make_request, ctx):
+def test_identify_is_200_and_needs_identifier(make_request, ctx):
     body = {
         "identifier": "u1",
         "displayName": "U",
@@ -111,7 +112,7 @@ def test_identify_is_202_and_needs_identifier(make_request, ctx):
     }
     parsed = vemetric.parse_identify(make_request(body, headers=TOKEN), ctx)
     (sub,) = parsed.submissions
-    assert parsed.reply.status == 202
+    assert parsed.reply.status == 200
     assert sub.kind is EventKind.IDENTIFY
     assert sub.user_properties == {"a": "1", "avatarUrl": "https://i/x.png"}
     with pytest.raises(Rejection):
@@ -138,3 +139,47 @@ def test_page_leave_beacon(make_request, ctx):
     body = {"url": "https://a.example/x", "contextId": "c", "Token": "alpha-token"}
     (sub,) = vemetric.parse_page_leave(make_request(body), ctx).submissions
     assert (sub.name, sub.url, sub.context_id) == (vemetric.PAGE_LEAVE, "https://a.example/x", "c")
+
+
+def test_a_beacon_carries_the_site_and_the_sdk_in_its_body(make_request, ctx):
+    """sendBeacon cannot set headers: the web SDK puts them into the JSON body."""
+    body = {
+        "name": "click",
+        "url": "https://www.shop.example/p",
+        "Token": "alpha-token",
+        "Allow-Cookies": "false",
+        "V-Host": "hub.example.net",
+        "V-SDK": "script",
+        "V-SDK-Version": "0.6.1",
+    }
+    parsed = vemetric.parse_track(make_request(body), ctx)
+    (sub,) = parsed.submissions
+    assert (sub.domain, sub.sdk_name, sub.sdk_version) == ("shop.example", "script", "0.6.1")
+    assert not parsed.from_server
+    (leave,) = vemetric.parse_page_leave(make_request(body), ctx).submissions
+    assert (leave.domain, leave.sdk_name) == ("shop.example", "script")
+
+
+def test_without_a_url_the_site_is_the_browsers_origin(make_request, ctx):
+    headers = {**TOKEN, "Origin": "https://www.shop.example"}
+    body = {"identifier": "u1", "displayName": "Ann"}
+    (sub,) = vemetric.parse_identify(make_request(body, headers=headers), ctx).submissions
+    assert sub.domain == "shop.example"
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "from_server"),
+    [
+        ({"V-SDK": "node"}, {"name": "x", "userIdentifier": "u"}, True),
+        ({"V-SDK": "python"}, {"name": "x"}, True),
+        ({}, {"name": "x", "userIdentifier": "u"}, True),
+        ({"V-SDK": "script"}, {"name": "x", "identifier": "u"}, False),
+        ({}, {"name": "x", "identifier": "u"}, False),
+    ],
+)
+def test_server_sdk_requests_are_backend_requests(make_request, ctx, headers, body, from_server):
+    request = make_request(body, headers={**TOKEN, **headers})
+    assert vemetric.parse_track(request, ctx).from_server is from_server
+    update = {"userIdentifier": "u"} if "userIdentifier" in body else {"identifier": "u"}
+    request = make_request(update, headers={**TOKEN, **headers})
+    assert vemetric.parse_update_user(request, ctx).from_server is from_server

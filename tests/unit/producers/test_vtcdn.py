@@ -39,7 +39,11 @@ def test_update_login_confirmation_and_email_open(make_request, ctx):
         {"firstname": "alexandru"},
         "42",
     )
-    assert one({"login": {"email": "x@y.co"}}).kind is EventKind.IDENTIFY
+    login = one({"login": {"email": "x@y.co"}})
+    assert (login.kind, login.user_id, login.email) == (EventKind.IDENTIFY, "42", "x@y.co")
+    # A user named by email keeps that address: it is the user's key.
+    login = one({"login": {"email": "x@y.co"}}, user={"email": "a@b.co"})
+    assert (login.user_id, login.email) == (None, "a@b.co")
     order = one({"confirmation": {"orderId": 991, "total": 10.5}})
     assert (order.name, order.order_id, order.properties["total"]) == (
         "confirmation",
