@@ -212,6 +212,9 @@ class StreamsSettings(Section):
     """
 
     app_id: str = Field(default="eventsieve-streams", pattern=r"^[A-Za-z0-9._-]{1,200}$")
+    # "kafka": confluent-kafka, micro-batches, exactly-once with transactions.
+    # "faust": faust-streaming agents, at-least-once with idempotent outputs.
+    engine: str = Field(default="faust", pattern=r"^(kafka|faust)$")
     # Vero: identical events within 3 minutes of the last accepted one are duplicates.
     dedup_window_s: float = Field(default=180.0, gt=0)
     # Idempotency-Key / client event ids are remembered for 24 h.
@@ -255,6 +258,12 @@ class StreamsSettings(Section):
     data_dir: Path = Path(".eventsieve/streams")
     metrics_port: int = Field(default=0, ge=0, le=65535)
     batch_size: int = Field(default=1_000, ge=1, le=100_000)
+    # kafka engine: a micro-batch (one transaction) closes after batch_size
+    # records or this long, whichever comes first; latency vs. commit cost.
+    batch_interval_ms: int = Field(default=100, ge=1, le=60_000)
+    # kafka engine: must exceed the longest micro-batch; also how long a worker
+    # that died with an open transaction blocks read_committed readers.
+    transaction_timeout_s: float = Field(default=10.0, ge=1.0, le=900.0)
     # How long a silent worker keeps its partitions: the failover time after a
     # crash. Kafka's brokers accept 6 s at the least by default.
     session_timeout_s: float = Field(default=30.0, ge=1.0, le=3_600.0)

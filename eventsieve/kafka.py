@@ -1,13 +1,19 @@
-"""Thin helpers over confluent-kafka's admin client: topics exist before anyone uses them.
+"""The Kafka adapter: client configurations, topic creation, one error type for Kafka failures.
 
 Faust does not create a source topic that does not exist, and a producer's
 auto-created topic gets the broker's default partitions, so eventsieve creates
 its topics explicitly, with the configured partitions, at start.
+
+The stream engine's clients are configured here, not where they are used, so
+the settings that exactly-once depends on (read_committed, no auto commit,
+transactional.id, the partitioner) are written down once. A librdkafka failure
+surfaces as ``KafkaFailure``, which keeps the original ``KafkaError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -17,12 +23,111 @@ from eventsieve.errors import ServiceError, ServiceUnavailableError
 from eventsieve.services import kafka_bootstrap
 
 
+class KafkaFailure(ServiceError):
+    """A Kafka operation failed; ``error`` is librdkafka's ``KafkaError`` (None if unknown).
+
+    ``fatal``: the client cannot go on (e.g. a fenced transactional producer):
+    make a new client or exit. ``abortable``: the open transaction must be
+    aborted, after which the client works again.
+    """
+
+    def __init__(self, message: str, error: KafkaError | None = None) -> None:
+        self.error = error
+        self.fatal = bool(error is not None and error.fatal())
+        self.abortable = bool(error is not None and error.txn_requires_abort())
+        self.retriable = bool(error is not None and error.retriable())
+        super().__init__(f"{message}: {error}" if error is not None else message)
+
+
+def kafka_failure(message: str, exc: BaseException) -> KafkaFailure:
+    """``exc`` (a KafkaException or a KafkaError) as a ``KafkaFailure``."""
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return KafkaFailure(message, exc.args[0])
+    if isinstance(exc, KafkaError):
+        return KafkaFailure(message, exc)
+    return KafkaFailure(f"{message}: {exc!r}")
+
+
+# Kafka's (Java) default partitioner: keys land where Faust/aiokafka and Java
+# clients put them, which streams/partitioning.py assumes.
+JAVA_PARTITIONER = "murmur2_random"
+
+
+def stream_consumer_config(
+    bootstrap: str, group_id: str, session_timeout_s: float, **extra: Any
+) -> dict[str, Any]:
+    """The stream engine's input consumer: offsets are committed only inside transactions.
+
+    ``range`` assignment, not cooperative-sticky: the raw, re-key and orders
+    topics are co-partitioned (partition p of raw and of the re-key topic share
+    the user-state partition p), and only the range assignor hands partition p
+    of every subscribed topic to the same member. Eager rebalancing costs
+    little here: stores stay open across a rebalance and catch up from their
+    changelog offset.
+    """
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "partition.assignment.strategy": "range",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": int(session_timeout_s * 1000),
+        # Kafka wants heartbeats well inside the session timeout.
+        "heartbeat.interval.ms": int(min(3.0, session_timeout_s / 3) * 1000),
+        "enable.partition.eof": False,
+        **extra,
+    }
+
+
+def restore_consumer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """A group-less reader of changelog partitions (assign only, never commits)."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": "eventsieve-restore",  # required by librdkafka, never joined
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,  # the end of what is committed: restore done
+        **extra,
+    }
+
+
+def transactional_producer_config(
+    bootstrap: str, transactional_id: str, transaction_timeout_s: float, **extra: Any
+) -> dict[str, Any]:
+    """The stream engine's producer: outputs, changelogs and offsets commit atomically.
+
+    ``transactional_id`` is stable per worker instance, so a restarted worker
+    aborts what its predecessor left open at ``init_transactions``.
+    ``transaction_timeout_s`` must exceed the longest micro-batch; it is also
+    how long a worker that died elsewhere blocks read_committed readers of the
+    partitions its open transaction wrote.
+    """
+    return {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": transactional_id,
+        "transaction.timeout.ms": int(transaction_timeout_s * 1000),
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": JAVA_PARTITIONER,
+        "compression.type": "lz4",
+        # Batches close at commit anyway; a little linger fills them between.
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 500_000,
+        **extra,
+    }
+
+
 def topic_names(topics: TopicSettings) -> list[str]:
     """Every eventsieve topic, in pipeline order."""
     return [topics.raw, topics.orders, topics.clean, topics.dropped, topics.dlq]
 
 
 def admin_client(bootstrap: str) -> AdminClient:
+    """An admin client for ``bootstrap``."""
     return AdminClient({"bootstrap.servers": bootstrap})
 
 

@@ -51,6 +51,7 @@ from eventsieve.config import Settings
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
 from streams.metrics import StreamMetrics
+from streams.names import rekey_topic
 from streams.processor import Outcome, Processor, Record, Sink
 from streams.tables import TableState
 
@@ -58,11 +59,6 @@ log = get_logger(__name__)
 
 USER_TABLE = "user-state"
 ORDER_TABLE = "order-state"
-
-
-def rekey_topic(settings: Settings) -> str:
-    """The internal topic that misplaced raw records are re-keyed through."""
-    return f"{settings.streams.app_id}-{settings.topics.raw}-rekey"
 
 
 def broker_url(bootstrap: str) -> str:

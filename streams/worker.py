@@ -1,24 +1,27 @@
-"""Starting a worker process: topics checked, metrics served, the Faust worker run.
+"""Starting a worker process: topics checked, metrics served, the configured engine run.
 
-Kept apart from streams/app.py so building the app has no side effects; this
-module is what ``eventsieve worker`` calls.
+Kept apart from streams/app.py and streams/engine.py so building either has
+no side effects; this module is what ``eventsieve worker`` calls. Faust is
+imported only when the ``faust`` engine runs.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import time
+from pathlib import Path
+from typing import Any
 
-import faust
 from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import Settings
 from eventsieve.kafka import ensure_eventsieve_topics, ensure_topics
 from eventsieve.logging import configure_logging, get_logger
 from eventsieve.services import kafka_bootstrap
-from streams.app import build_app, rekey_topic
 from streams.errors import StreamsError
 from streams.metrics import StreamMetrics
+from streams.names import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
 
 log = get_logger(__name__)
 
@@ -34,7 +37,17 @@ def prepare_topics(settings: Settings) -> None:
     topics = settings.topics
     ensure_eventsieve_topics(settings)
     ensure_topics(bootstrap, [rekey_topic(settings)], topics.partitions, topics.replication_factor)
-    names = (topics.raw, topics.orders, rekey_topic(settings))
+    names: tuple[str, ...] = (topics.raw, topics.orders, rekey_topic(settings))
+    if settings.streams.engine == "kafka":
+        changelogs = [changelog_topic(settings, store) for store in (USER_STORE, ORDER_STORE)]
+        ensure_topics(
+            bootstrap,
+            changelogs,
+            topics.partitions,
+            topics.replication_factor,
+            config={"cleanup.policy": "compact"},
+        )
+        names = (*names, *changelogs)
     partitions = _partition_counts(bootstrap, names)
     for name in names:
         found = partitions[name]
@@ -72,27 +85,62 @@ def _partition_counts(
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Run one stream worker until it is stopped (SIGTERM/SIGINT)."""
+    """Run one stream worker of the configured engine until it is stopped (SIGTERM/SIGINT)."""
     configure_logging(loglevel)
     prepare_topics(settings)
     metrics = StreamMetrics()
     metrics.serve(settings.streams.metrics_port)
-    app = build_app(settings, metrics=metrics)
     log.info(
         "worker starting",
+        engine=settings.streams.engine,
         app_id=settings.streams.app_id,
         raw=settings.topics.raw,
         partitions=settings.topics.partitions,
         store=settings.streams.store,
         metrics_port=settings.streams.metrics_port,
     )
+    if settings.streams.engine == "kafka":
+        _run_kafka(settings, metrics)
+    else:
+        _run_faust(settings, metrics, loglevel)
+
+
+def _run_kafka(settings: Settings, metrics: StreamMetrics) -> None:
+    """The kafka engine in this thread; a fatal error propagates (non-zero exit)."""
+    from streams.engine import Engine
+    from streams.instance import claim_instance
+    from streams.store import MemoryStores, RocksStores, StoreFactory
+
+    instance = claim_instance(Path(settings.streams.data_dir), settings.streams.app_id)
+    stores: StoreFactory = (
+        RocksStores(instance.directory) if settings.streams.store == "rocksdb" else MemoryStores()
+    )
+    engine = Engine(settings, stores, instance.transactional_id, metrics=metrics)
+
+    def stop(signum: int, frame: Any) -> None:
+        engine.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        engine.run()
+    finally:
+        instance.release()
+    log.info("worker stopped", batches=engine.batches)
+
+
+def _run_faust(settings: Settings, metrics: StreamMetrics, loglevel: str) -> None:
+    import faust
+
+    from streams.app import build_app
+
+    class _Worker(faust.Worker):
+        """Faust's worker, with our structured logging instead of Faust's own format."""
+
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            """Runs once Faust has set up logging at start: put structlog's handler back."""
+            configure_logging(logging.getLevelName(level))
+
+    app = build_app(settings, metrics=metrics)
     worker = _Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
-
-
-class _Worker(faust.Worker):
-    """Faust's worker, with our structured logging instead of Faust's own format."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        """Runs once Faust has set up logging at start: put structlog's handler back."""
-        configure_logging(logging.getLevelName(level))

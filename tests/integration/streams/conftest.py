@@ -77,6 +77,8 @@ def worker_env(settings: Settings, app_id: str, data_dir: Path) -> dict[str, str
         "EVENTSIEVE_STREAMS__APP_ID": app_id,
         "EVENTSIEVE_STREAMS__DATA_DIR": str(data_dir),
         "EVENTSIEVE_STREAMS__STORE": settings.streams.store,
+        "EVENTSIEVE_STREAMS__ENGINE": settings.streams.engine,
+        "EVENTSIEVE_STREAMS__TRANSACTION_TIMEOUT_S": str(settings.streams.transaction_timeout_s),
         "EVENTSIEVE_TOPICS__PARTITIONS": str(settings.topics.partitions),
         "EVENTSIEVE_PROJECTS": orjson.dumps(
             [p.model_dump(mode="json") for p in settings.projects]
@@ -125,6 +127,23 @@ class Worker:
                 self.process.kill()
                 self.process.wait(10)
         self._log.close()
+
+
+ENGINES = ("kafka", "faust")
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every stream test runs on both engines unless it asks for one (``engine`` override)."""
+    return str(request.param)
+
+
+@pytest.fixture
+def test_settings(test_settings: Settings, engine: str) -> Settings:
+    """The root ``test_settings`` with this test's stream engine."""
+    return test_settings.model_copy(
+        update={"streams": test_settings.streams.model_copy(update={"engine": engine})}
+    )
 
 
 @pytest.fixture
@@ -189,6 +208,7 @@ def collect(
             "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe([topics.clean, topics.dropped, topics.dlq])

@@ -8,6 +8,7 @@ deploy.
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import Producer
 
 from eventsieve.config import Settings
@@ -100,6 +101,7 @@ consumer.Consumer.getmany = getmany
 """
 
 
+@pytest.mark.parametrize("engine", ["faust"])  # the Faust shell's own guard
 def test_a_record_lost_inside_faust_is_sought_back_and_decided(
     test_settings: Settings, worker_factory, kit, tmp_path, monkeypatch, publish_direct
 ):

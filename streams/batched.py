@@ -1,0 +1,119 @@
+"""``State`` over a local store for one partition, with this micro-batch's writes held apart.
+
+The kafka engine decides a micro-batch against ``BatchedState``: reads see the
+committed store plus the batch's own writes; writes (and expiry deletions)
+collect in ``pending``, one entry per key however often the batch wrote it.
+At commit the engine produces ``changes()`` to the changelog inside the
+transaction (one record per key per batch) and, once the transaction has
+committed, calls ``committed(offset)`` to apply them to the store. An aborted
+batch calls ``discard()``: the store never saw it.
+
+Values are ``orjson([expires_at, value])``. Expiry follows event time: the
+partition's watermark is the newest event time decided on it, kept in the
+store and the changelog (``WATERMARK``) so that after a restore the
+partition forgets exactly what it would have forgotten without the crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+
+from streams.state import ExpiryIndex, Value
+from streams.store import Store
+
+WATERMARK = b"\x00watermark"
+"""The key of the partition's event-time watermark (not a rule's key: those are text)."""
+
+Entry = tuple[int, Value]
+
+
+def encode_entry(expires_at: int, value: Value) -> bytes:
+    return orjson.dumps([expires_at, value])
+
+
+def decode_entry(raw: bytes) -> Entry:
+    expires_at, value = orjson.loads(raw)
+    return expires_at, value
+
+
+class BatchedState:
+    """One store partition as the rules see it during micro-batches."""
+
+    __slots__ = ("_index", "_watermark", "pending", "store")
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pending: dict[bytes, Entry | None] = {}
+        self._index: ExpiryIndex | None = None
+        self._watermark: int | None = None
+
+    def get(self, key: str) -> Value | None:
+        entry = self._entry(key.encode())
+        return None if entry is None else entry[1]
+
+    def put(self, key: str, value: Value, expires_at: int) -> None:
+        self.pending[key.encode()] = (expires_at, value)
+        if self._index is not None:
+            self._index.push(expires_at, key)
+
+    def advance(self, event_time: int) -> int:
+        """Raise the watermark to ``event_time``; delete the entries that expired before it."""
+        if event_time <= self.watermark():
+            return 0
+        self._watermark = event_time
+        self.pending[WATERMARK] = (event_time, [])
+        removed = 0
+        for expires_at, key in self._expiry().pop_expired(event_time):
+            raw = key.encode()
+            entry = self._entry(raw)
+            if entry is not None and entry[0] == expires_at:
+                self.pending[raw] = None
+                removed += 1
+        return removed
+
+    def watermark(self) -> int:
+        if self._watermark is None:
+            entry = self._entry(WATERMARK)
+            self._watermark = entry[0] if entry is not None else 0
+        return self._watermark
+
+    def changes(self) -> Iterator[tuple[bytes, bytes | None]]:
+        """This batch's changelog records: one per key, None for a deletion."""
+        for key, entry in self.pending.items():
+            yield key, None if entry is None else encode_entry(*entry)
+
+    def committed(self, offset: int) -> None:
+        """The batch's changelog records are committed up to ``offset``: apply them."""
+        if self.pending:
+            self.store.write(dict(self.changes()), offset)
+            self.pending.clear()
+
+    def discard(self) -> None:
+        """Forget the batch (its transaction was aborted); rebuild indexes from the store."""
+        self.pending.clear()
+        self._index = None
+        self._watermark = None
+
+    def _entry(self, key: bytes) -> Entry | None:
+        if key in self.pending:
+            return self.pending[key]
+        raw = self.store.get(key)
+        return None if raw is None else decode_entry(raw)
+
+    def _expiry(self) -> ExpiryIndex:
+        """Every key by expiry, built from the store on first use (after a restore)."""
+        if self._index is None:
+            index = ExpiryIndex()
+            for key, raw in self.store.items():
+                if key != WATERMARK:
+                    index.push(decode_entry(raw)[0], key.decode())
+            for key, entry in self.pending.items():
+                if entry is not None and key != WATERMARK:
+                    index.push(entry[0], key.decode())
+            self._index = index
+        return self._index
+
+    def __len__(self) -> int:
+        return len(self._expiry())

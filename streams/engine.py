@@ -1,0 +1,359 @@
+"""The kafka engine: micro-batches on confluent-kafka, exactly-once with Kafka transactions.
+
+One consumer in the workers' group reads ``events.raw``, the re-key topic and
+``events.orders``; one transactional producer writes every output. A
+micro-batch is up to ``batch_size`` records or ``batch_interval_ms``, and one
+transaction. The commit order, for every batch:
+
+1. each record is decided by the ``Processor`` against its partition's
+   ``BatchedState`` (reads see the store plus the batch's writes) and its
+   outputs (clean, dropped, dlq, orders, re-key) are produced in the
+   transaction as it is decided;
+2. the batch's state changes go to the changelog topics, one record per key;
+3. the producer is flushed, the input offsets (the next offset to read per
+   partition) are sent to the transaction with the consumer's group metadata;
+4. the transaction commits: outputs, changelog and offsets become visible
+   together, or none of them;
+5. only then the local stores apply the changes, with the changelog offset
+   they reach (a crash before this step leaves a store behind its changelog,
+   never ahead; the next assignment catches it up).
+
+A failure before 4 aborts the transaction: the batch's state is discarded
+and the consumer rewinds to the batch's first offsets, so the same records
+are decided again against the same state. A fatal error (a producer fenced
+by a newer instance) ends the process with a non-zero exit; a worker that
+lost its partitions while paused cannot commit (KIP-447: the offsets carry
+its stale group generation), so its batch is aborted, never written twice.
+
+Readers of the outputs must read ``read_committed`` (librdkafka's default).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from eventsieve.config import Settings
+from eventsieve.kafka import (
+    KafkaFailure,
+    kafka_failure,
+    stream_consumer_config,
+    transactional_producer_config,
+)
+from eventsieve.logging import get_logger
+from eventsieve.services import kafka_bootstrap
+from streams.batched import BatchedState
+from streams.metrics import StreamMetrics
+from streams.names import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
+from streams.processor import Outcome, Processor, Record, Sink
+from streams.restore import restore
+from streams.store import Store, StoreFactory
+
+log = get_logger(__name__)
+
+Decide = Callable[[Record, BatchedState], Outcome]
+TP = tuple[str, int]
+
+# librdkafka answers within this or the broker is unreachable: the batch is
+# aborted (or the process exits) rather than waiting for ever.
+KAFKA_TIMEOUT_S = 30.0
+
+
+class Engine:
+    """One worker's loop: consume a micro-batch, decide it, commit it in one transaction."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stores: StoreFactory,
+        transactional_id: str,
+        *,
+        processor: Processor | None = None,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        s = settings.streams
+        topics = settings.topics
+        self.settings = settings
+        self.bootstrap = kafka_bootstrap(settings)
+        self.store_factory = stores
+        self.transactional_id = transactional_id
+        self.processor = processor or Processor(settings)
+        self.metrics = metrics or StreamMetrics()
+        self.batch_size = s.batch_size
+        self.interval = s.batch_interval_ms / 1000
+        processor_ = self.processor
+        self.inputs: dict[str, tuple[str, Decide]] = {
+            topics.raw: (USER_STORE, processor_.on_raw),
+            rekey_topic(settings): (
+                USER_STORE,
+                lambda record, state: processor_.on_raw(record, state, check_partition=False),
+            ),
+            topics.orders: (ORDER_STORE, processor_.on_order),
+        }
+        self.sink_topics = {
+            Sink.CLEAN: topics.clean,
+            Sink.DROPPED: topics.dropped,
+            Sink.DLQ: topics.dlq,
+            Sink.ORDERS: topics.orders,
+            Sink.REKEY: rekey_topic(settings),
+        }
+        self.changelogs = {
+            name: changelog_topic(settings, name) for name in (USER_STORE, ORDER_STORE)
+        }
+        self._store_of_changelog = {topic: name for name, topic in self.changelogs.items()}
+        self.stores: dict[TP, Store] = {}  # (store name, partition) -> local store
+        self.states: dict[TP, BatchedState] = {}
+        self.positions: dict[TP, int] = {}  # (topic, partition) -> next offset, this batch
+        self.starts: dict[TP, int] = {}  # (topic, partition) -> first offset, this batch
+        self.changelog_offsets: dict[TP, int] = {}
+        self.in_transaction = False
+        self.stopping = False
+        self.batches = 0
+        self.consumer: Any = None
+        self.producer: Any = None
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the clients; ``init_transactions`` aborts what this instance left open."""
+        s = self.settings.streams
+        self.producer = Producer(
+            transactional_producer_config(
+                self.bootstrap, self.transactional_id, s.transaction_timeout_s
+            )
+        )
+        try:
+            self.producer.init_transactions(KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise kafka_failure("initialising transactions", exc) from exc
+        self.consumer = Consumer(
+            stream_consumer_config(self.bootstrap, s.app_id, s.session_timeout_s)
+        )
+        self.consumer.subscribe(
+            list(self.inputs),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("engine started", transactional_id=self.transactional_id)
+
+    def run(self) -> None:
+        """Run until ``stopping`` is set (a signal); a fatal error raises ``KafkaFailure``."""
+        self.start()
+        try:
+            while not self.stopping:
+                self.step()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Leave the group (revocation commits an open batch), then close the stores."""
+        if self.consumer is not None:
+            try:
+                self.consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                log.warning("consumer close failed", error=repr(exc))
+            self.consumer = None
+        for store in self.stores.values():
+            store.close()
+        self.stores.clear()
+        self.states.clear()
+
+    # -- one micro-batch ----------------------------------------------------
+
+    def step(self) -> int:
+        """Consume one micro-batch, decide it and commit it; return the records decided."""
+        messages = self.consumer.consume(self.batch_size, self.interval)
+        decided = 0
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaFailure("consuming", error)
+                log.warning("consumer error", error=str(error))
+                continue
+            self._decide(message)
+            decided += 1
+        if self.in_transaction:
+            self._commit()
+        return decided
+
+    def _decide(self, message: Message) -> None:
+        topic = message.topic()
+        partition = message.partition()
+        offset = message.offset()
+        store_name, decide = self.inputs[topic]
+        state = self.states[(store_name, partition)]
+        kind, timestamp = message.timestamp()
+        record = Record(
+            topic,
+            partition,
+            offset,
+            message.key(),
+            message.value(),
+            None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
+            message.headers() or (),
+        )
+        outcome = decide(record, state)
+        if outcome.event_time is not None:
+            state.advance(outcome.event_time)
+        if not self.in_transaction:
+            self._begin()
+        sink_topics = self.sink_topics
+        for out in outcome.outputs:
+            self._produce(
+                sink_topics[out.sink],
+                out.key,
+                out.value,
+                -1 if out.partition is None else out.partition,
+            )
+        tp = (topic, partition)
+        if tp not in self.starts:
+            self.starts[tp] = offset
+        self.positions[tp] = offset + 1
+        self.metrics.count(outcome)
+        if outcome.sink is Sink.DLQ:
+            log.warning(
+                "record sent to dlq",
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                error=outcome.error,
+            )
+
+    def _begin(self) -> None:
+        try:
+            self.producer.begin_transaction()
+        except KafkaException as exc:
+            raise kafka_failure("beginning a transaction", exc) from exc
+        self.in_transaction = True
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        while True:
+            try:
+                if on_delivery is None:
+                    self.producer.produce(topic, value, key, partition)
+                else:
+                    self.producer.produce(topic, value, key, partition, on_delivery=on_delivery)
+                return
+            except BufferError:  # the local queue is full: let librdkafka send some
+                self.producer.poll(0.05)
+
+    def _changelog_delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            name = self._store_of_changelog[message.topic()]
+            key = (name, message.partition())
+            offset = message.offset()
+            if offset > self.changelog_offsets.get(key, -1):
+                self.changelog_offsets[key] = offset
+
+    def _commit(self) -> None:
+        """Steps 2-5 of the commit order (module docstring)."""
+        try:
+            for (name, partition), state in self.states.items():
+                if state.pending:
+                    topic = self.changelogs[name]
+                    for key, value in state.changes():
+                        self._produce(topic, key, value, partition, self._changelog_delivered)
+            if self.producer.flush(KAFKA_TIMEOUT_S):
+                raise KafkaFailure("outputs not delivered in time")
+            self._finish()
+        except KafkaException as exc:
+            self._abort(kafka_failure("committing a micro-batch", exc))
+            return
+        except KafkaFailure as failure:
+            self._abort(failure)
+            return
+        self.in_transaction = False
+        self.batches += 1
+        for key, state in self.states.items():
+            if state.pending:
+                state.committed(self.changelog_offsets[key])
+        self._reset_batch()
+
+    def _finish(self) -> None:
+        """Offsets into the transaction, then commit: everything of the batch becomes visible."""
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+        self.producer.send_offsets_to_transaction(
+            offsets, self.consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
+        )
+        self.producer.commit_transaction(KAFKA_TIMEOUT_S)
+
+    def _abort(self, failure: KafkaFailure) -> None:
+        """Abort the batch: nothing of it is visible; decide its records again."""
+        if failure.fatal:
+            log.error("fatal Kafka error; exiting so the worker restarts", error=str(failure))
+            raise failure
+        log.warning("micro-batch aborted; its records are decided again", error=str(failure))
+        try:
+            self.producer.abort_transaction(KAFKA_TIMEOUT_S)
+        except KafkaException as exc:
+            raise kafka_failure("aborting a transaction", exc) from exc
+        self.in_transaction = False
+        for state in self.states.values():
+            state.discard()
+        for (topic, partition), offset in self.starts.items():
+            # A partition no longer ours fails to seek: its new owner starts at the commit.
+            with contextlib.suppress(KafkaException):
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+        self._reset_batch()
+
+    def _reset_batch(self) -> None:
+        self.positions.clear()
+        self.starts.clear()
+        self.changelog_offsets.clear()
+
+    # -- rebalances (called inside consume) ---------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Open the stores of the assignment and bring them up to their changelogs.
+
+        Runs before any record of ``partitions`` is delivered. Stores of
+        partitions not in the assignment are closed; stores kept across the
+        rebalance only read what was committed since their recorded offset.
+        """
+        wanted = {(self.inputs[tp.topic][0], tp.partition) for tp in partitions}
+        for key in [k for k in self.stores if k not in wanted]:
+            self.stores.pop(key).close()
+            self.states.pop(key, None)
+        for key in wanted:
+            if key not in self.stores:
+                self.stores[key] = self.store_factory.open(*key)
+        targets = {(self.changelogs[name], p): self.stores[(name, p)] for name, p in wanted}
+        read = restore(self.bootstrap, targets)
+        self.states = {key: BatchedState(self.stores[key]) for key in wanted}
+        log.info(
+            "partitions assigned",
+            partitions=sorted(f"{tp.topic}/{tp.partition}" for tp in partitions),
+            restored=sum(read.values()),
+        )
+
+    def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """Commit the open batch before the partitions go (stores stay open for a re-assign)."""
+        if self.in_transaction:
+            self._commit()
+        log.info("partitions revoked", count=len(partitions))
+
+    def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us: the open batch cannot commit, abort it."""
+        if self.in_transaction:
+            self._abort(KafkaFailure("partitions lost"))
+        log.warning("partitions lost", count=len(partitions))

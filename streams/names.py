@@ -1,0 +1,22 @@
+"""Names of the stream's internal topics, shared by both engines, the CLI and the tests."""
+
+from __future__ import annotations
+
+from eventsieve.config import Settings
+
+USER_STORE = "user-state"
+ORDER_STORE = "order-state"
+
+
+def rekey_topic(settings: Settings) -> str:
+    """The internal topic that misplaced raw records are re-keyed through."""
+    return f"{settings.streams.app_id}-{settings.topics.raw}-rekey"
+
+
+def changelog_topic(settings: Settings, store: str) -> str:
+    """The compacted changelog topic of one kafka-engine store.
+
+    Not Faust's ``<app_id>-<table>-changelog``: the two engines encode values
+    differently, so switching engines never reads the other's changelog.
+    """
+    return f"{settings.streams.app_id}-{store}-store-changelog"
