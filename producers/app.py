@@ -16,6 +16,7 @@ without its per-request layers.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,13 +43,14 @@ from producers.apis.base import ParseContext, Route
 from producers.edge import IpNetwork, edge_context, parse_networks
 from producers.errors import PublishError, Rejection
 from producers.idempotency import IdempotencyStore, fingerprint, scope_key
+from producers.limits import EdgeLimits
 from producers.metrics import Metrics
 from producers.model import HttpRequest, Reply
 from producers.openapi import openapi_document
 from producers.projects import ProjectDirectory
 from producers.publisher import Publisher, producer_config
-from producers.ratelimit import RateLimiter, retry_after_seconds
-from producers.records import RecordBuilder
+from producers.ratelimit import FailedAuthLimiter, RateLimiter, retry_after_seconds
+from producers.records import Record, RecordBuilder
 
 log = get_logger("eventsieve.producers")
 access_log = get_logger("eventsieve.access")
@@ -70,6 +72,10 @@ class _Disconnected(Exception):
     pass
 
 
+class _TimedOut(Exception):
+    pass
+
+
 @dataclass
 class Endpoint:
     """Everything a handler needs, built once per process."""
@@ -81,6 +87,8 @@ class Endpoint:
     idempotency: IdempotencyStore
     metrics: Metrics
     trusted: tuple[IpNetwork, ...]
+    limits: EdgeLimits
+    failed_auth: FailedAuthLimiter
     clock: Clock = utc_now
 
     @property
@@ -88,25 +96,30 @@ class Endpoint:
         return ParseContext(self.directory, self.settings.server.max_batch_events)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes (declared or streamed)."""
+async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+    """The request body, refusing more than ``limit`` bytes (declared or streamed)
+    or a body that takes longer than ``timeout_s`` to arrive."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise _TooLarge
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise _TooLarge
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                chunk = message.get("body", b"")
+                if chunk:
+                    size += len(chunk)
+                    if size > limit:
+                        raise _TooLarge
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        raise _TimedOut from None
 
 
 _REASON_LABELS = frozenset(
@@ -116,6 +129,8 @@ _REASON_LABELS = frozenset(
         "rate_limited",
         "unavailable",
         "too_large",
+        "headers_too_large",
+        "timeout",
         "idempotency_key_reused",
         "missing",
     }
@@ -165,10 +180,18 @@ class RouteHandler:
     async def answer(self, scope: Scope, receive: Receive) -> Answer:
         """Read, validate, publish; every failure becomes the API's documented answer."""
         received = self.endpoint.clock()
+        limits = self.endpoint.limits
+        client = scope.get("client")
+        peer = client[0] if client else None
+        wait = self.endpoint.failed_auth.wait(peer)
+        if wait > 0:
+            return self.rejected(self.route.errors.rate_limited(retry_after_seconds(wait)))
         try:
-            body = await read_body(scope, receive, self.max_body)
+            body = await read_body(scope, receive, self.max_body, limits.body_timeout_s)
         except _TooLarge:
-            return self._rejected(self.route.errors.too_large(self.max_body))
+            return self.rejected(self.route.errors.too_large(self.max_body))
+        except _TimedOut:
+            return self.rejected(self.route.errors.request_timeout(limits.body_timeout_s))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope.get("query_string", b"")
         http = HttpRequest(
@@ -179,17 +202,22 @@ class RouteHandler:
             body=body,
             received_at=received,
         )
-        client = scope.get("client")
-        peer = client[0] if client else None
-        key = headers.get("idempotency-key") if self.route.idempotent else None
+        key = headers.get("idempotency-key")
+        if key is not None and len(key) > limits.max_idempotency_key_chars:
+            message = f"must be at most {limits.max_idempotency_key_chars} characters"
+            return self.rejected(self.route.errors.invalid("Idempotency-Key", message))
+        if not self.route.idempotent:
+            key = None
         try:
             if not key:
                 return _answer(await self.process(http, peer))
             return await self._idempotent(http, peer, key)
         except Rejection as rejection:
-            return self._rejected(rejection)
+            if rejection.status in (401, 403):
+                self.endpoint.failed_auth.failed(peer)
+            return self.rejected(rejection)
 
-    def _rejected(self, rejection: Rejection) -> Answer:
+    def rejected(self, rejection: Rejection) -> Answer:
         # Validation messages vary; as a metric label they collapse to "invalid".
         reason = rejection.reason if rejection.reason in _REASON_LABELS else "invalid"
         self.endpoint.metrics.rejected.labels(self.source, reason).inc()
@@ -209,14 +237,16 @@ class RouteHandler:
         count = len(parsed.submissions)
         if count == 0:
             return parsed.reply
+        lane = "server" if parsed.from_server else "public"
         for project_id in parsed.project_ids:
-            wait = endpoint.limiter.acquire(project_id, count)
+            wait = endpoint.limiter.acquire(project_id, count, lane)
             if wait > 0:
                 raise route.errors.rate_limited(retry_after_seconds(wait))
         edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted)
         if parsed.from_server:
             edge = edge.of_server()
         records = self.records.build(parsed.project_ids, parsed.submissions, edge)
+        self._check_sizes(records)
         started = time.perf_counter()
         try:
             await endpoint.publisher.publish(records)
@@ -230,6 +260,20 @@ class RouteHandler:
         endpoint.metrics.produce_seconds.observe(time.perf_counter() - started)
         self._accepted.inc(len(records))
         return parsed.reply
+
+    def _check_sizes(self, records: list[Record]) -> None:
+        """Refuse (413) what a later stage could not carry, before anything is published."""
+        limits = self.endpoint.limits
+        total = 0
+        for record in records:
+            size = len(record.key) + len(record.value)
+            if size > limits.max_record_bytes:
+                raise self.route.errors.record_too_large("event", size, limits.max_record_bytes)
+            total += size
+        if total > limits.max_request_record_bytes:
+            raise self.route.errors.record_too_large(
+                "events", total, limits.max_request_record_bytes
+            )
 
     async def _idempotent(self, http: HttpRequest, peer: str | None, key: str) -> Answer:
         store = self.endpoint.idempotency
@@ -264,6 +308,8 @@ class IngestDispatcher:
         metrics: Metrics,
         cors_origins: tuple[str, ...],
         access_log: bool,
+        limits: EdgeLimits,
+        retry_after_s: int,
     ) -> None:
         self.handlers = handlers
         self.fallback = fallback
@@ -271,31 +317,48 @@ class IngestDispatcher:
         self.any_origin = "*" in cors_origins
         self.origins = frozenset(cors_origins)
         self.access_log = access_log
+        self.limits = limits
+        self.retry_after_s = retry_after_s
+        self.inflight = 0
+
+    def _header_problem(self, scope: Scope) -> str | None:
+        """Why the request's headers are refused (431), or None."""
+        headers = scope.get("headers") or ()
+        if len(headers) > self.limits.max_headers:
+            return f"at most {self.limits.max_headers} headers"
+        size = sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.limits.max_header_bytes:
+            return f"at most {self.limits.max_header_bytes} bytes of headers"
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = (
-            self.handlers.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        )
-        if handler is None:
+        if scope["type"] != "http":
             await self.fallback(scope, receive, send)
             return
+        handler = self.handlers.get((scope["method"], scope["path"]))
+        problem = self._header_problem(scope)
+        if handler is None:
+            if problem is None:
+                await self.fallback(scope, receive, send)
+            else:
+                await self._send(scope, send, 431, problem.encode(), "text/plain", {})
+            return
         started = time.perf_counter()
-        try:
-            status, body, media_type, extra = await handler.answer(scope, receive)
-        except _Disconnected:
-            return  # the client left before sending its body: nobody to answer
-        headers = [
-            (b"content-type", media_type.encode()),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        headers.extend((k.encode(), v.encode()) for k, v in extra.items())
-        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
-        if origin is not None and (self.any_origin or origin.decode("latin-1") in self.origins):
-            headers.append((b"access-control-allow-origin", origin))
-            headers.append((b"access-control-allow-credentials", b"true"))
-            headers.append((b"vary", b"Origin"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        errors = handler.route.errors
+        if problem is not None:
+            answer = handler.rejected(errors.headers_too_large(problem))
+        elif self.inflight >= self.limits.max_inflight_requests:
+            answer = handler.rejected(errors.unavailable(self.retry_after_s))
+        else:
+            self.inflight += 1
+            try:
+                answer = await handler.answer(scope, receive)
+            except _Disconnected:
+                return  # the client left before sending its body: nobody to answer
+            finally:
+                self.inflight -= 1
+        status, body, media_type, extra = answer
+        await self._send(scope, send, status, body, media_type, extra)
         elapsed = time.perf_counter() - started
         handler.answered(status)
         handler.latency.observe(elapsed)
@@ -311,6 +374,31 @@ class IngestDispatcher:
                 client=client[0] if client else None,
             )
 
+    async def _send(
+        self,
+        scope: Scope,
+        send: Send,
+        status: int,
+        body: bytes,
+        media_type: str,
+        extra: dict[str, str],
+    ) -> None:
+        """Write one answer, with the CORS headers browser SDKs need to read it."""
+        headers = [
+            (b"content-type", media_type.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        headers.extend((k.encode(), v.encode()) for k, v in extra.items())
+        if status in (408, 431):
+            headers.append((b"connection", b"close"))
+        origin = next((v for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is not None and (self.any_origin or origin.decode("latin-1") in self.origins):
+            headers.append((b"access-control-allow-origin", origin))
+            headers.append((b"access-control-allow-credentials", b"true"))
+            headers.append((b"vary", b"Origin"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
 
 def build_endpoint(
     settings: Settings,
@@ -318,8 +406,10 @@ def build_endpoint(
     publisher: Publisher | None = None,
     clock: Clock = utc_now,
     monotonic: Callable[[], float] = time.monotonic,
+    limits: EdgeLimits | None = None,
 ) -> Endpoint:
     """The process-wide state of the endpoint (the producer is created, not started)."""
+    limits = limits or EdgeLimits()
     server = settings.server
     if publisher is None:
         publisher = Publisher(
@@ -345,6 +435,8 @@ def build_endpoint(
         ),
         metrics=Metrics(),
         trusted=parse_networks(server.trusted_proxies),
+        limits=limits,
+        failed_auth=FailedAuthLimiter(limits.failed_auth_per_minute, clock=monotonic),
         clock=clock,
     )
 
@@ -410,5 +502,11 @@ def create_app(endpoint: Endpoint) -> IngestDispatcher:
     server = endpoint.settings.server
     handlers = {(r.method, r.path): RouteHandler(r, endpoint) for r in ALL_ROUTES}
     return IngestDispatcher(
-        handlers, _ops_app(endpoint), endpoint.metrics, server.cors_origins, server.access_log
+        handlers,
+        _ops_app(endpoint),
+        endpoint.metrics,
+        server.cors_origins,
+        server.access_log,
+        endpoint.limits,
+        server.retry_after_s,
     )

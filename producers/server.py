@@ -18,6 +18,7 @@ from eventsieve.errors import ServiceUnavailableError
 from eventsieve.kafka import ensure_eventsieve_topics
 from eventsieve.logging import configure_logging, get_logger
 from producers.app import build_endpoint, create_app
+from producers.protocol import HeaderDeadlineProtocol
 
 log = get_logger(__name__)
 
@@ -55,7 +56,8 @@ def serve(
         port=port or server.port,
         workers=workers or server.workers,
         loop="uvloop",
-        http="httptools",
+        # httptools, with a deadline for request headers (producers.protocol).
+        http=HeaderDeadlineProtocol,
         lifespan="on",
         access_log=False,  # producers.app.AccessLog writes structured lines instead
         log_config=None,

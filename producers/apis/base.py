@@ -49,24 +49,31 @@ class ApiErrors(ABC):
 
     def idempotency_conflict(self) -> Rejection:
         """The ``Idempotency-Key`` was used before with another body (422)."""
-        rejection = self.invalid("Idempotency-Key", "was already used with a different body")
-        return Rejection(
-            422,
-            rejection.body,
-            media_type=rejection.media_type,
-            field="Idempotency-Key",
-            reason="idempotency_key_reused",
-        )
+        message = "was already used with a different body"
+        return self._as(422, "idempotency_key_reused", "Idempotency-Key", message)
 
     def too_large(self, limit: int) -> Rejection:
         """The body is over ``limit`` bytes (413 in every API)."""
-        rejection = self.invalid("body", f"must be at most {limit} bytes")
+        return self._as(413, "too_large", "body", f"must be at most {limit} bytes")
+
+    def record_too_large(self, field: str, size: int, limit: int) -> Rejection:
+        """Events, encoded, are over what the pipeline carries (413)."""
+        message = f"{size} bytes encoded; the pipeline carries at most {limit}"
+        return self._as(413, "too_large", field, message)
+
+    def headers_too_large(self, message: str) -> Rejection:
+        """Too many or too large request headers (431)."""
+        return self._as(431, "headers_too_large", "headers", message)
+
+    def request_timeout(self, seconds: float) -> Rejection:
+        """The body did not arrive in time (408)."""
+        return self._as(408, "timeout", "body", f"did not arrive within {seconds:g} s")
+
+    def _as(self, status: int, reason: str, field: str, message: str) -> Rejection:
+        """This API's validation answer for ``field``, with another status and reason."""
+        rejection = self.invalid(field, message)
         return Rejection(
-            413,
-            rejection.body,
-            media_type=rejection.media_type,
-            field="body",
-            reason="too_large",
+            status, rejection.body, media_type=rejection.media_type, field=field, reason=reason
         )
 
 

@@ -22,7 +22,9 @@ from confluent_kafka import Consumer, TopicPartition
 
 from eventsieve.config import KafkaSettings, ProjectSettings, Settings, load_settings
 from producers.app import build_endpoint, create_app
+from producers.limits import EdgeLimits
 from producers.projects import hash_key
+from producers.protocol import protocol_with
 from schemas.codecs import decode_raw
 from schemas.events import RawEvent
 
@@ -83,18 +85,19 @@ def make_settings(kafka_bootstrap: str, new_topic: Callable[..., str]) -> Callab
 def serve(
     free_ports: Callable[[int], list[int]],
 ) -> Iterator[Callable[[Settings], RunningEndpoint]]:
-    """``serve(settings)`` runs the endpoint until the test ends; returns its base URL."""
+    """``serve(settings, limits=None)`` runs the endpoint until the test ends; returns its URL."""
     servers: list[tuple[_Server, threading.Thread]] = []
 
-    def start(settings: Settings) -> RunningEndpoint:
+    def start(settings: Settings, limits: EdgeLimits | None = None) -> RunningEndpoint:
         (port,) = free_ports(1)
-        app = create_app(build_endpoint(settings))
+        limits = limits or EdgeLimits()
+        app = create_app(build_endpoint(settings, limits=limits))
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=port,
             loop="asyncio",
-            http="httptools",
+            http=protocol_with(limits.header_timeout_s),
             lifespan="on",
             access_log=False,
             log_config=None,

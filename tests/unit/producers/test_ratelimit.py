@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from producers.ratelimit import RateLimiter, retry_after_seconds
+from producers.ratelimit import FailedAuthLimiter, RateLimiter, retry_after_seconds
 
 
 class Clock:
@@ -50,3 +50,30 @@ def test_rates_below_one_per_second_still_admit_single_events():
     assert limiter.acquire("p") == 2.0
     clock.now += 2.0
     assert limiter.acquire("p") == 0.0
+
+
+def test_each_credential_class_of_a_project_has_its_own_bucket() -> None:
+    limiter = RateLimiter({"p": 1.0}, clock=Clock())
+    assert limiter.acquire("p", lane="server") == 0.0
+    assert limiter.acquire("p", lane="server") > 0
+    assert limiter.acquire("p", lane="public") == 0.0
+
+
+def test_failed_authentication_is_limited_per_address_and_recovers() -> None:
+    clock = Clock()
+    limiter = FailedAuthLimiter(per_minute=3, clock=clock)
+    assert limiter.wait("1.2.3.4") == 0.0
+    for _ in range(3):
+        limiter.failed("1.2.3.4")
+    assert limiter.wait("1.2.3.4") == 20.0  # one token back after 60 s / 3
+    assert limiter.wait("5.6.7.8") == 0.0
+    clock.now += 20.0
+    assert limiter.wait("1.2.3.4") == 0.0
+
+
+def test_failed_authentication_tracks_a_bounded_number_of_addresses() -> None:
+    limiter = FailedAuthLimiter(per_minute=1, clock=Clock(), max_addresses=2)
+    for address in ("a", "b", "c"):
+        limiter.failed(address)
+    assert limiter.wait("a") == 0.0  # forgotten, least recently seen
+    assert limiter.wait("c") > 0
