@@ -138,7 +138,13 @@ class Engine:
         except KafkaException as exc:
             raise kafka_failure("initialising transactions", exc) from exc
         self.consumer = Consumer(
-            stream_consumer_config(self.bootstrap, s.app_id, s.session_timeout_s)
+            stream_consumer_config(
+                self.bootstrap,
+                s.app_id,
+                s.session_timeout_s,
+                # The group's member list names each worker instance.
+                **{"client.id": self.transactional_id},
+            )
         )
         self.consumer.subscribe(
             list(self.inputs),

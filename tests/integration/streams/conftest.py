@@ -78,6 +78,8 @@ def worker_env(settings: Settings, app_id: str, data_dir: Path) -> dict[str, str
         "EVENTSIEVE_STREAMS__DATA_DIR": str(data_dir),
         "EVENTSIEVE_STREAMS__STORE": settings.streams.store,
         "EVENTSIEVE_STREAMS__ENGINE": settings.streams.engine,
+        "EVENTSIEVE_STREAMS__BATCH_SIZE": str(settings.streams.batch_size),
+        "EVENTSIEVE_STREAMS__BATCH_INTERVAL_MS": str(settings.streams.batch_interval_ms),
         "EVENTSIEVE_STREAMS__TRANSACTION_TIMEOUT_S": str(settings.streams.transaction_timeout_s),
         "EVENTSIEVE_TOPICS__PARTITIONS": str(settings.topics.partitions),
         "EVENTSIEVE_PROJECTS": orjson.dumps(
@@ -95,14 +97,21 @@ def worker_env(settings: Settings, app_id: str, data_dir: Path) -> dict[str, str
 class Worker:
     """A worker subprocess with its log file."""
 
-    def __init__(self, settings: Settings, app_id: str, workdir: Path, label: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app_id: str,
+        workdir: Path,
+        label: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.app_id = app_id
         self.bootstrap = kafka_bootstrap(settings)
         self.log_path = workdir / f"{label}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [str(EVENTSIEVE), "worker", "--loglevel", os.environ.get(LOGLEVEL_ENV, "warning")],
-            env=worker_env(settings, app_id, workdir / "data"),
+            env={**worker_env(settings, app_id, workdir / "data"), **(env or {})},
             cwd=workdir,
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -151,8 +160,10 @@ def worker_factory(tmp_path: Path) -> Iterator:
     started: list[Worker] = []
     app_id = f"streams-test-{uuid.uuid4().hex[:8]}"
 
-    def start(settings: Settings, label: str = "worker") -> Worker:
-        worker = Worker(settings, app_id, tmp_path, f"{label}-{len(started)}")
+    def start(
+        settings: Settings, label: str = "worker", env: dict[str, str] | None = None
+    ) -> Worker:
+        worker = Worker(settings, app_id, tmp_path, f"{label}-{len(started)}", env)
         started.append(worker)
         return worker
 
