@@ -3,22 +3,35 @@
 Every failure to talk to the server (refused connection, timeout, a server
 exception such as "too many parts" or "table is read-only") becomes
 ``ClickHouseUnavailableError``, which the writer answers with backoff and
-retry: a batch is never skipped, because skipping is losing.
+retry: a batch is never skipped, because skipping is losing. An insert whose
+*data* is refused (the server's parse, type and range errors, or a value
+the driver cannot serialize for the column) is ``ClickHouseRejectedError``:
+retrying it would never end, so the writer isolates the rejected records
+and parks them in the DLQ.
 """
 
 from __future__ import annotations
 
 import socket
+import struct
 from collections.abc import Sequence
 from typing import Any
 
 from clickhouse_driver import Client
 from clickhouse_driver.errors import Error as DriverError
+from clickhouse_driver.errors import ServerException, TypeMismatchError
 
 from sinks.ddl import ServerFeatures, quote_identifier
-from sinks.errors import ClickHouseUnavailableError
+from sinks.errors import ClickHouseRejectedError, ClickHouseUnavailableError
 
 _TRANSPORT_ERRORS = (DriverError, OSError, EOFError, socket.timeout)
+# Server error codes that mean "this data can never be inserted" (ClickHouse's
+# ErrorCodes): parse failures, type mismatches, values out of range, a NULL in
+# a non-Nullable column, decimal overflow, a string too large. Everything else
+# (too many parts, memory, timeouts, read-only tables) is worth retrying.
+REJECTING_CODES = frozenset({6, 26, 27, 38, 41, 53, 69, 70, 72, 117, 131, 321, 349, 407})
+# What the driver raises when a Python value does not fit the column's type.
+_SERIALIZATION_ERRORS = (struct.error, OverflowError, ValueError, TypeError, AttributeError)
 
 
 class ClickHouse:
@@ -80,9 +93,23 @@ class ClickHouse:
         )
         try:
             self.client.execute(sql, list(columns), columnar=True, settings=settings)
+        except ServerException as exc:
+            self.client.disconnect()
+            message = f"insert into {table}: {_first_line(exc)}"
+            if exc.code in REJECTING_CODES:
+                raise ClickHouseRejectedError(exc.code, message) from exc
+            raise ClickHouseUnavailableError(message) from exc
+        except TypeMismatchError as exc:
+            self.client.disconnect()
+            raise ClickHouseRejectedError(53, f"insert into {table}: {_first_line(exc)}") from exc
         except _TRANSPORT_ERRORS as exc:
             self.client.disconnect()
             raise ClickHouseUnavailableError(f"insert into {table}: {_first_line(exc)}") from exc
+        except _SERIALIZATION_ERRORS as exc:
+            # Half a block may have been sent: the connection is not reusable.
+            self.client.disconnect()
+            message = f"insert into {table}: {type(exc).__name__}: {_first_line(exc)}"
+            raise ClickHouseRejectedError(0, message) from exc
         return len(columns[0])
 
     def close(self) -> None:

@@ -18,6 +18,11 @@ from schemas.events import DlqRecord, now_ms
 from schemas.reasons import Stage
 from sinks.errors import DlqUnavailableError
 
+# A DLQ record must fit where the original did not: Kafka's 1,000,000-byte
+# message limit, with the envelope (error text, headers, position). Payloads
+# are cut to this many bytes, and the error says so.
+MAX_PAYLOAD_BYTES = 256_000
+
 
 def dlq_record(
     *,
@@ -32,17 +37,35 @@ def dlq_record(
     error: str,
     failed_at: int,
 ) -> DlqRecord:
-    """The DlqRecord of one consumed record that failed in the sink."""
+    """The DlqRecord of one consumed record that failed in the sink.
+
+    A key or value over ``MAX_PAYLOAD_BYTES`` is truncated (its first bytes
+    kept, the error saying how much there was), so a DLQ record is never too
+    large for Kafka: an oversized record must not stop the stage that parks it.
+    """
+    cut = []
+    if key is not None and len(key) > MAX_PAYLOAD_BYTES:
+        cut.append(f"key truncated to {MAX_PAYLOAD_BYTES} of {len(key)} bytes")
+        key = key[:MAX_PAYLOAD_BYTES]
+    if value is not None and len(value) > MAX_PAYLOAD_BYTES:
+        cut.append(f"value truncated to {MAX_PAYLOAD_BYTES} of {len(value)} bytes")
+        value = value[:MAX_PAYLOAD_BYTES]
+    all_headers = list(headers or ())
+    kept_headers = [(k[:256], v if v is None else v[:4096]) for k, v in all_headers[:64]]
+    if kept_headers != all_headers:
+        cut.append("headers truncated to 64 of at most 256 + 4096 bytes each")
+    if cut:
+        error = "; ".join(cut) + ": " + error
     return {
         "key": key,
         "value": value,
-        "headers": [{"key": k, "value": v} for k, v in (headers or ())],
+        "headers": [{"key": k, "value": v} for k, v in kept_headers],
         "topic": topic,
         "partition": partition,
         "offset": offset,
         "record_timestamp": timestamp_ms,
         "error_type": error_type,
-        "error": error[:2000],
+        "error": error[:2_000],
         "stage": Stage.SINK.value,
         "failed_at": failed_at,
     }

@@ -21,6 +21,15 @@ class ClickHouseUnavailableError(ServiceUnavailableError):
     """ClickHouse refused or did not answer an insert/query; worth retrying later."""
 
 
+class ClickHouseRejectedError(SinkError):
+    """ClickHouse (or the driver, serializing) refused the data itself: retrying the
+    same rows can never succeed. ``code`` is the server's error code (0: client side)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        super().__init__(message)
+
+
 class RowError(SinkError):
     """A Kafka record cannot become a row; it goes to the DLQ with ``error_type``."""
 

@@ -12,6 +12,12 @@ previous one was acknowledged:
    acknowledged by Kafka on ``events.dlq``;
 3. commit the batch's Kafka offsets, synchronously.
 
+When ClickHouse refuses the data itself (``ClickHouseRejectedError``: a type
+or range error that no retry can cure), step 1 inserts the batch in halves,
+and halves of halves, until each refused record stands alone; those records
+go to the DLQ (``clickhouse_rejected``) and everything else is written. A
+record too large for a DLQ record is kept truncated (``sinks.dlq``).
+
 A crash anywhere before 3 makes Kafka re-deliver the batch, and writing it
 again is harmless: rows with the same ``event_id`` and ``version`` collapse in
 the ReplacingMergeTree (and readers collapse them before the merge), profile
@@ -46,7 +52,7 @@ from schemas.errors import DecodeError
 from sinks.batching import Backoff, FlushPolicy, OffsetRanges, dedup_token
 from sinks.clickhouse import ClickHouse
 from sinks.dlq import DlqSender
-from sinks.errors import RowError
+from sinks.errors import ClickHouseRejectedError, RowError
 from sinks.metrics import SinkMetrics
 from sinks.rows import Batch, Decision
 
@@ -145,6 +151,9 @@ class SinkWriter:
         self.records = 0
         self.started_at: float | None = None
         self._done_tables: set[str] = set()
+        # The records whose rows are in the batch, in order: what a batch
+        # ClickHouse rejects is split along (see _write_isolating_rejects).
+        self._row_records: list[Message] = []
         self._revoked = False
         self._carry: list[Message] = []
         self._lag_at = 0.0
@@ -228,6 +237,7 @@ class SinkWriter:
             if value is None:
                 raise RowError("empty_value", "record has no value")
             self.batch.add(route.decode(value), route.decision)
+            self._row_records.append(message)
         except Exception as exc:
             # Any failure to turn this one record into rows is the record's
             # problem, not the batch's: a crash here would crash-loop on it.
@@ -295,19 +305,64 @@ class SinkWriter:
 
     def _write_and_commit(self) -> None:
         """Steps 1-3 of the commit order; tables already written in this batch are skipped."""
-        for table, columns in self.batch.tables:
-            if table in self._done_tables or not columns.rows:
-                continue
-            token = dedup_token(self.offsets, table)
-            self.clickhouse.insert_columns(table, columns.names, columns.data, token)
-            self._done_tables.add(table)
-            self.metrics.rows_written.labels(table).inc(columns.rows)
+        try:
+            for table, columns in self.batch.tables:
+                if table in self._done_tables or not columns.rows:
+                    continue
+                token = dedup_token(self.offsets, table)
+                self.clickhouse.insert_columns(table, columns.names, columns.data, token)
+                self._done_tables.add(table)
+                self.metrics.rows_written.labels(table).inc(columns.rows)
+        except ClickHouseRejectedError as exc:
+            log.warning("ClickHouse rejected the batch; isolating the records", error=str(exc))
+            self._write_isolating_rejects()
         self.failpoint("after_insert")
         self.dlq.flush()
         self._commit()
         self.metrics.batch_rows.observe(self.batch.rows)
         log.debug("batch committed", rows=self.batch.rows, offsets=self.offsets.describe())
         self._discard()
+
+    def _write_isolating_rejects(self) -> None:
+        """Insert the batch in halves, and halves of halves, until every record ClickHouse
+        rejects stands alone; those go to the DLQ (``clickhouse_rejected``), the rest
+        is written.
+
+        Re-inserting rows that an earlier attempt already wrote is harmless (rows
+        collapse by event id and version; profile states are idempotent), so
+        each part is written whole. ``ClickHouseUnavailableError`` propagates:
+        the batch is then retried from the start, like any other outage.
+        """
+        parts = [self._row_records]
+        while parts:
+            part = parts.pop()
+            batch = Batch()
+            for message in part:
+                route = self.routes[message.topic() or ""]
+                batch.add(route.decode(message.value() or b""), route.decision)
+            first = part[0]
+            suffix = f"{first.topic()}/{first.partition()}/{first.offset()}+{len(part)}"
+            try:
+                for table, columns in batch.tables:
+                    token = f"{dedup_token(self.offsets, table)}-{suffix}"
+                    self.clickhouse.insert_columns(table, columns.names, columns.data, token)
+                    self.metrics.rows_written.labels(table).inc(columns.rows)
+            except ClickHouseRejectedError as exc:
+                if len(part) > 1:
+                    middle = len(part) // 2
+                    parts += [part[middle:], part[:middle]]
+                    continue
+                self.dlq.send(first, "clickhouse_rejected", str(exc))
+                self.metrics.dlq_records.labels("clickhouse_rejected").inc()
+                log.warning(
+                    "record to DLQ",
+                    topic=first.topic(),
+                    partition=first.partition(),
+                    offset=first.offset(),
+                    error_type="clickhouse_rejected",
+                    error=str(exc),
+                )
+        self._done_tables.update(table for table, _ in self.batch.tables)
 
     def _commit(self) -> None:
         offsets = [
@@ -333,6 +388,7 @@ class SinkWriter:
 
     def _discard(self) -> None:
         self.batch.clear()
+        self._row_records.clear()
         self.offsets.clear()
         self.dlq.forget()
         self.records = 0

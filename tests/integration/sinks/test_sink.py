@@ -36,6 +36,7 @@ from sinks import queries
 from sinks.clickhouse import ClickHouse
 from sinks.errors import ClickHouseUnavailableError
 from sinks.metrics import SinkMetrics
+from sinks.migrate import migrate
 from sinks.service import build_writer, migrate_when_ready
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -417,6 +418,26 @@ def running_writer(settings: Settings, metrics: SinkMetrics) -> Iterator[None]:
         thread.join(30)
 
 
+def read_dlq(bootstrap: str, topic: str, wanted: int) -> list[dict]:
+    """The first ``wanted`` DLQ records (decoded), waiting up to 30 s for them."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"dlq-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[dict] = []
+    deadline = time.monotonic() + 30
+    while len(records) < wanted and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            records.append(dict(decode_dlq(message.value())))
+    consumer.close()
+    return records
+
+
 def test_poison_records_go_to_the_dlq_and_the_rest_is_written(
     test_settings: Settings, ch: ClickHouse
 ) -> None:
@@ -446,21 +467,7 @@ def test_poison_records_go_to_the_dlq_and_the_rest_is_written(
         )
     assert distinct_events(ch) == 50
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"dlq-{uuid.uuid4().hex[:8]}",
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.subscribe([settings.topics.dlq])
-    records = []
-    deadline = time.monotonic() + 30
-    while len(records) < 2 and time.monotonic() < deadline:
-        message = consumer.poll(0.5)
-        if message is not None and message.error() is None:
-            records.append(decode_dlq(message.value()))
-    consumer.close()
+    records = read_dlq(bootstrap, settings.topics.dlq, 2)
     assert sorted(r["value"] for r in records) == sorted([garbage, no_id])
     assert {r["stage"] for r in records} == {"sink"}
     assert {r["topic"] for r in records} == {settings.topics.clean}
@@ -468,6 +475,53 @@ def test_poison_records_go_to_the_dlq_and_the_rest_is_written(
     assert by_value[no_id]["error_type"] == "missing_field"
     assert by_value[garbage]["offset"] == 20
     assert metrics.dlq_records.labels("missing_field")._value.get() == 1
+
+
+def test_records_clickhouse_rejects_are_parked_truncated_and_the_rest_is_written(
+    test_settings: Settings, ch: ClickHouse
+) -> None:
+    """A batch the server refuses is split until the refused records stand alone.
+
+    The column is narrowed after migration, as a schema drift would: values
+    that no longer fit are refused on every retry. Before, the batch was
+    retried forever (or the driver's error crashed the sink), and a refused
+    record over 256 KB could not even be parked: its DLQ copy was too large.
+    """
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    settings = test_settings.model_copy(
+        update={
+            "sink": test_settings.sink.model_copy(
+                update={"group_id": f"sink-{uuid.uuid4().hex[:8]}", "batch_max_interval_s": 0.2}
+            )
+        }
+    )
+    migrate(ch)
+    ch.execute(f"ALTER TABLE {ch.database}.events MODIFY COLUMN scroll_depth Nullable(Int8)")
+    good = [encode_clean(clean(i, scroll_depth=50)) for i in range(60)]
+    refused = encode_clean(clean(100, scroll_depth=300))
+    huge = encode_clean(clean(101, scroll_depth=300, user_agent="x" * 700_000))
+    values = [*good[:25], refused, *good[25:50], huge, *good[50:]]
+    produce(bootstrap, settings.topics.clean, values, keys=[b"k"] * len(values))
+    metrics = SinkMetrics()
+    with running_writer(settings, metrics):
+        wait_until(
+            lambda: (
+                committed_total(bootstrap, settings.sink.group_id, [settings.topics.clean])
+                == len(values)
+            ),
+            90,
+            "every record committed",
+        )
+    assert distinct_events(ch) == 60
+    records = read_dlq(bootstrap, settings.topics.dlq, 2)
+    assert sorted(r["offset"] for r in records) == [25, 51]
+    assert {r["error_type"] for r in records} == {"clickhouse_rejected"}
+    by_offset = {r["offset"]: r for r in records}
+    assert by_offset[25]["value"] == refused
+    assert len(by_offset[51]["value"]) == 256_000
+    assert by_offset[51]["value"] == huge[:256_000]
+    assert by_offset[51]["error"].startswith(f"value truncated to 256000 of {len(huge)} bytes")
+    assert metrics.dlq_records.labels("clickhouse_rejected")._value.get() == 2
 
 
 def test_users_keep_the_newest_profile_when_updates_arrive_out_of_order(

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from schemas.codecs import encode_clean, encode_dropped
+from schemas.codecs import encode_clean, encode_dlq, encode_dropped
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
 from sinks.batching import Backoff, FlushPolicy
-from sinks.dlq import DlqSender
-from sinks.errors import ClickHouseUnavailableError
+from sinks.dlq import MAX_PAYLOAD_BYTES, DlqSender, dlq_record
+from sinks.errors import ClickHouseRejectedError, ClickHouseUnavailableError
 from sinks.metrics import SinkMetrics
 from sinks.rows import Decision
 from sinks.writer import Route, SinkWriter, routes_for
@@ -305,3 +305,56 @@ def test_an_unexpected_conversion_error_sends_the_record_to_the_dlq_not_the_sink
     kinds = [entry[0] for entry in log]
     assert kinds == ["dlq produce", "insert", "dlq flush", "commit"]
     assert writer.metrics.dlq_records.labels("unexpected_key")._value.get() == 1
+
+
+def test_a_dlq_record_is_truncated_to_fit_kafka() -> None:
+    record = dlq_record(
+        key=b"k" * 300_000,
+        value=b"v" * 999_000,
+        headers=[(f"h{i}", b"x" * 10_000) for i in range(100)],
+        topic="t",
+        partition=0,
+        offset=7,
+        timestamp_ms=None,
+        error_type="clickhouse_rejected",
+        error="insert refused",
+        failed_at=1,
+    )
+    assert len(record["value"] or b"") == len(record["key"] or b"") == MAX_PAYLOAD_BYTES
+    assert len(record["headers"]) == 64
+    assert all(len(h["value"] or b"") == 4096 for h in record["headers"])
+    assert record["error"].startswith("key truncated to 256000 of 300000 bytes; value truncated")
+    assert record["error"].endswith("insert refused")
+    assert len(encode_dlq(record)) < 1_000_000
+
+
+class RejectingClickHouse(ClickHouse):
+    """Refuses every ``events`` block that holds one of the ``bad`` event ids."""
+
+    def __init__(self, log: list[Any], bad: set[str]) -> None:
+        super().__init__(log)
+        self.bad = bad
+        self.rows: set[str] = set()
+
+    def insert_columns(self, table: str, names: Any, columns: Any, token: str | None) -> int:
+        if table == "events":
+            ids = set(columns[list(names).index("event_id")])
+            if ids & self.bad:
+                self.log.append(("rejected", len(ids)))
+                raise ClickHouseRejectedError(53, "Type mismatch")
+            self.rows |= ids
+        return super().insert_columns(table, names, columns, token)
+
+
+def test_a_rejected_batch_is_split_until_the_rejected_records_alone_are_parked() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=8)
+    clickhouse = RejectingClickHouse(log, bad={"e2", "e6"})
+    writer.clickhouse = clickhouse  # type: ignore[assignment]
+    consumer.queue = [Message(CLEAN, 0, i, clean(i)) for i in range(8)]
+    writer.step()
+    assert clickhouse.rows == {f"e{i}" for i in range(8)} - {"e2", "e6"}
+    assert [e for e in log if e[0] == "dlq produce"] == [("dlq produce", "events.dlq")] * 2
+    assert log[-1] == ("commit", [(CLEAN, 0, 8)])
+    assert writer.metrics.dlq_records.labels("clickhouse_rejected")._value.get() == 2
+    # Halves, then quarters, then single records: 1 + 2 + 4 + 2 attempts rejected at most.
+    assert sum(1 for e in log if e[0] == "rejected") <= 9
