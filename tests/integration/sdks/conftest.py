@@ -79,6 +79,7 @@ EVENT_FIELDS = (
     "decision",
     "drop_reason",
     "name",
+    "normalised_name",
     "kind",
     "source",
     "user_key",
