@@ -21,9 +21,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from eventsieve import dlq
-from eventsieve.cli.context import settings_of
+from eventsieve.cli.context import printable, settings_of
 
 SAMPLES = 20  # re-drives shown one by one on a dry run: enough to check, not a flood
 
@@ -40,12 +41,12 @@ def _groups_table(title: str, groups: list[dlq.Group]) -> Table:
         table.add_column(name, justify="right" if name == "count" else "left", overflow="fold")
     for g in groups:
         table.add_row(
-            g.topic,
-            g.error_type,
-            g.stage,
+            printable(g.topic),
+            printable(g.error_type),
+            printable(g.stage),
             str(g.count),
             _when(g.last_failed_at),
-            "\n".join(e[:160] for e in g.examples),
+            Text("\n").join(printable(e[:160]) for e in g.examples),
         )
     return table
 

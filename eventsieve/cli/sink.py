@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from eventsieve.cli.context import settings_of
+from eventsieve.cli.context import printable, settings_of
 from eventsieve.errors import EventsieveError
 from eventsieve.logging import configure_logging
 
@@ -149,17 +149,19 @@ def stats(
     if not results:
         console.print(f"no events in {window}")
     for result in results:
-        console.print(
-            f"[bold]{result.project}[/bold]  {window}\n"
-            f"accepted {result.accepted:,}  dropped {result.dropped:,}  "
+        header = printable(result.project)
+        header.stylize("bold")
+        header.append(
+            f"  {window}\naccepted {result.accepted:,}  dropped {result.dropped:,}  "
             f"unique users {result.unique_users:,}"
         )
+        console.print(header)
         accepted = Table("event", "accepted", title="accepted events by name")
         for name, count in result.accepted_by_name:
-            accepted.add_row(name, f"{count:,}")
+            accepted.add_row(printable(name), f"{count:,}")
         dropped = Table("reason", "dropped", title="dropped events by reason")
         for reason, count in result.dropped_by_reason:
-            dropped.add_row(reason, f"{count:,}")
+            dropped.add_row(printable(reason), f"{count:,}")
         console.print(accepted, dropped)
 
 

@@ -37,6 +37,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.errors import ClickHouseUnavailableError
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
+from sinks.rows import Batch, Decision
 from sinks.service import build_writer, migrate_when_ready
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -714,3 +715,31 @@ def test_on_a_replicated_cluster_every_replica_holds_each_event_once(
             assert stats.dropped_by_reason == [("bot", dropped_n)]
         finally:
             ch.close()
+
+
+def test_stats_shows_hostile_event_names_as_text(
+    test_settings: Settings, ch: ClickHouse, sinks: Callable[..., SinkProcess]
+) -> None:
+    """Names are client data: rich markup in one must not fail the command, and escape
+    sequences must not reach the operator's terminal."""
+    migrate(ch)
+    batch = Batch()
+    for i, name in enumerate(["[/]", "\x1b[2Jwiped", "[bold red]loud", "plain"]):
+        batch.add(clean(i, name=name), Decision.ACCEPTED)
+    for table, columns in batch.tables:
+        ch.insert_columns(table, columns.names, columns.data)
+    shown = subprocess.run(
+        [*CLI, "stats", "-p", "demo", "--from", "2025-01-01", "--to", "2027-01-01"],
+        env={**sinks(test_settings, "stats").env, "COLUMNS": "200", "FORCE_COLOR": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    assert "accepted 4" in out
+    assert "[/]" in out
+    assert "[bold red]loud" in out
+    assert "\\x1b[2Jwiped" in out
+    assert "\x1b[2J" not in out
