@@ -55,4 +55,6 @@ await settle();
 await sleep(50);
 window.dispatchEvent(new window.Event("beforeunload"));
 await settle();
+await vemetric.resetUser(); // logging out: the hub only forgets the browser's identity
+await settle();
 finish();

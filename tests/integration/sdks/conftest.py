@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +46,12 @@ from eventsieve.config import (
 )
 from eventsieve.kafka import ensure_topics, topic_names
 from eventsieve.pipeline import programs
+from eventsieve.services import clickhouse_url
 from eventsieve.supervisor import Supervisor
 from producers.app import build_endpoint, create_app
 from producers.projects import hash_key
+from sinks.clickhouse import ClickHouse
+from sinks.queries import TimeRange, decision_counts
 
 ROOT = Path(__file__).resolve().parents[3]
 SDK_CLIENTS = ROOT / "tests" / "sdk_clients"
@@ -278,6 +283,24 @@ class SdkPipeline:
             + f"\n{self.log()}"
         )
         return rows
+
+    def decisions(self) -> tuple[Counter[str], Counter[str]]:
+        """Accepted events by name and dropped ones by reason, from ``events FINAL``."""
+        rows = self.events("1")
+        accepted = Counter(r["name"] for r in rows if r["decision"] == "accepted")
+        dropped = Counter(r["drop_reason"] for r in rows if r["decision"] == "dropped")
+        return accepted, dropped
+
+    def latest_decisions(self) -> tuple[Counter[str], Counter[str]]:
+        """The same counts as ``eventsieve stats`` reads them (``sinks.queries``, argMax)."""
+        ch = ClickHouse(clickhouse_url(self.settings, "default"), self.database)
+        try:
+            now = dt.datetime.now(dt.UTC)
+            span = TimeRange(now - dt.timedelta(days=1), now + dt.timedelta(days=1))
+            accepted, dropped = decision_counts(ch, PROJECT, span)
+        finally:
+            ch.close()
+        return Counter(dict(accepted)), Counter(dict(dropped))
 
     def profiles(self, user_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Rows of the ``user_profiles`` view, by user id."""

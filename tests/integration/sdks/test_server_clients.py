@@ -353,3 +353,9 @@ def test_vtcdn_email_only_user_and_login_email(sdk_pipeline):
         "mail.only@example.com": {"plan": "pro"},
         "vt-1": {"email": "vt1@example.com", "name": "V"},
     }
+
+
+def test_stats_queries_agree_with_final(sdk_pipeline):
+    # Whatever has landed so far: the latest decision per event id, as `eventsieve
+    # stats` reads it, is the row FINAL keeps.
+    assert sdk_pipeline.latest_decisions() == sdk_pipeline.decisions()
