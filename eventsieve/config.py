@@ -214,7 +214,7 @@ class StreamsSettings(Section):
     app_id: str = Field(default="eventsieve-streams", pattern=r"^[A-Za-z0-9._-]{1,200}$")
     # "kafka": confluent-kafka, micro-batches, exactly-once with transactions.
     # "faust": faust-streaming agents, at-least-once with idempotent outputs.
-    engine: str = Field(default="faust", pattern=r"^(kafka|faust)$")
+    engine: str = Field(default="kafka", pattern=r"^(kafka|faust)$")
     # Vero: identical events within 3 minutes of the last accepted one are duplicates.
     dedup_window_s: float = Field(default=180.0, gt=0)
     # Idempotency-Key / client event ids are remembered for 24 h.

@@ -19,8 +19,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run a stream worker: dedup, throttling and bot filtering, events.raw → clean/dropped.
 
-        Start more workers with the same configuration to share the partitions.
+        The engine is ``[streams] engine``: ``kafka`` (default, exactly-once) or
+        ``faust``. Start more workers with the same configuration to share the
+        partitions.
         """
-        from streams.worker import run_worker  # Faust is heavy: import only when used
+        from streams.worker import run_worker  # the engines are heavy: import only when used
 
         run_worker(settings_of(ctx), loglevel=loglevel)

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 from clickhouse_driver import Client
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from eventsieve import dlq
 from eventsieve.config import ProjectSettings, Settings, settings_environment
@@ -71,14 +71,36 @@ def publish(settings: Settings, records: list[tuple[bytes, bytes]]) -> list[str]
     return [positions[i] for i in range(len(records))]
 
 
-def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": kafka_bootstrap(settings), "group.id": "x"})
+def record_ends(settings: Settings, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition: how many records a read_committed reader gets, and the offset after the last.
+
+    Not the high watermark: the stream's kafka engine writes in transactions,
+    and a transaction's commit marker takes an offset that no reader (the
+    sink included) ever receives or commits past.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap(settings),
+            "group.id": "x",
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in meta.partitions
-        }
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in meta.partitions])
+        found = dict.fromkeys(meta.partitions, (0, 0))
+        remaining = set(meta.partitions)
+        deadline = time.monotonic() + 30
+        while remaining and time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.5):
+                if msg.error() is not None:
+                    if msg.error().code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
+                    continue
+                count, _ = found[msg.partition()]
+                found[msg.partition()] = (count + 1, msg.offset() + 1)
+        return found
     finally:
         consumer.close()
 
@@ -90,9 +112,10 @@ def sink_caught_up(settings: Settings, at_least: dict[str, int]) -> bool:
     )
     try:
         for topic, want in at_least.items():
-            ends = end_offsets(settings, topic)
-            if sum(ends.values()) < want:
+            found = record_ends(settings, topic)
+            if sum(count for count, _ in found.values()) < want:
                 return False
+            ends = {p: end for p, (_, end) in found.items()}
             done = consumer.committed([TopicPartition(topic, p) for p in ends], timeout=10)
             LAST[topic] = (ends, {tp.partition: tp.offset for tp in done})
             if any(max(tp.offset, 0) < ends[tp.partition] for tp in done):  # -1001: none yet
