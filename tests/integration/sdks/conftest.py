@@ -241,8 +241,13 @@ class SdkPipeline:
     def run_node(
         self, script: str, arguments: dict[str, Any], env: dict[str, str] | None = None
     ) -> dict[str, Any]:
-        """:func:`run_node` (skips the test where Node.js is not installed)."""
-        return run_node(script, arguments, env)
+        """:func:`run_node` (skips the test where Node.js is not installed).
+
+        Node trusts the endpoint's self-signed certificate (``NODE_EXTRA_CA_CERTS``).
+        """
+        return run_node(
+            script, arguments, {"NODE_EXTRA_CA_CERTS": str(self.ca_file), **(env or {})}
+        )
 
     def events(self, where: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Rows of ``events FINAL`` (one per event id, its latest decision), by event time."""

@@ -55,11 +55,12 @@ PRODUCT = f"{SHOP}/products/42?color=red#reviews"
 
 @pytest.fixture(scope="module")
 def vemetric_web(sdk_pipeline: Any) -> dict[str, Any]:
-    """@vemetric/web 0.6.1 on www.shop.example.com: the driver's report and the rows that landed."""
+    """@vemetric/web 0.6.1 on www.shop.example.com, its hub over HTTPS: the driver's report
+    and the rows that landed."""
     mark = len(sdk_pipeline.requests.entries)
     report = sdk_pipeline.run_node(
         "vemetric-web.mjs",
-        {"host": sdk_pipeline.url, "token": sdk_pipeline.public_token, "site": SHOP,
+        {"host": sdk_pipeline.tls_url, "token": sdk_pipeline.public_token, "site": SHOP,
          "user": SHOP_USER},
     )  # fmt: skip
     rows = sdk_pipeline.wait_for(
@@ -154,7 +155,7 @@ def test_vemetric_web_cors(vemetric_web):
         for pair in (("OPTIONS", path, 200), ("POST", path, 200))
     ]
     for r in requests:
-        assert r["origin"] == SHOP
+        assert (r["scheme"], r["origin"]) == ("https", SHOP)
         assert r["response_headers"]["access-control-allow-origin"] == SHOP
         assert r["response_headers"]["access-control-allow-credentials"] == "true"
     asked = {h.strip().lower() for r in requests[:1] for h in r["request_headers"].split(",")}
@@ -232,13 +233,14 @@ SPA = "https://spa.example.com"
 @pytest.fixture(scope="module")
 def plausible_script(sdk_pipeline: Any) -> dict[str, Any]:
     """@plausible-analytics/tracker 0.4.6: a history-routed session on store.example.com
-    and a hash-routed one on spa.example.com."""
-    endpoint = f"{sdk_pipeline.url}/api/event"
+    (endpoint over HTTPS) and a hash-routed one on spa.example.com (over HTTP)."""
     history = sdk_pipeline.run_node(
-        "plausible-analytics-tracker.mjs", {"endpoint": endpoint, "site": STORE, "mode": "history"}
+        "plausible-analytics-tracker.mjs",
+        {"endpoint": f"{sdk_pipeline.tls_url}/api/event", "site": STORE, "mode": "history"},
     )
     hashed = sdk_pipeline.run_node(
-        "plausible-analytics-tracker.mjs", {"endpoint": endpoint, "site": SPA, "mode": "hash"}
+        "plausible-analytics-tracker.mjs",
+        {"endpoint": f"{sdk_pipeline.url}/api/event", "site": SPA, "mode": "hash"},
     )
     store = sdk_pipeline.wait_for(8, "domain = 'store.example.com'", timeout=30, check=False)
     spa = sdk_pipeline.wait_for(6, "domain = 'spa.example.com'", timeout=30, check=False)
@@ -252,7 +254,9 @@ def by_page(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_plausible_script_history_session(plausible_script):
     report, rows = plausible_script["history"], by_page(plausible_script["store"])
-    assert [r["status"] for r in report["requests"]] == [202] * 8
+    assert [(r["url"].split(":")[0], r["status"]) for r in report["requests"]] == [
+        ("https", 202)
+    ] * 8
     engagement = {b["u"]: (b["sd"], b["e"]) for b in sent(report) if b["n"] == "engagement"}
     assert set(engagement) == {f"{STORE}/", f"{STORE}/products", f"{STORE}/products/42"}
     assert sorted(

@@ -48,7 +48,6 @@ def vemetric_node(sdk_pipeline: Any) -> dict[str, Any]:
     report = sdk_pipeline.run_node(
         "vemetric-node.mjs",
         {"host": sdk_pipeline.tls_url, "token": sdk_pipeline.public_token, "user": NODE_USER},
-        env={"NODE_EXTRA_CA_CERTS": str(sdk_pipeline.ca_file)},
     )
     rows = sdk_pipeline.wait_for(
         3, "user_id = %(user)s", {"user": NODE_USER}, timeout=30, check=False
