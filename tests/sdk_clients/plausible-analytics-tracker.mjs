@@ -3,7 +3,7 @@
 // argv[2]: {"endpoint": "http://127.0.0.1:PORT/api/event", "site": "https://store.example.com",
 //           "mode": "history" | "hash"}
 // history: three pages by pushState, a custom event with number and boolean props,
-//          a purchase with revenue, then the tab is hidden (engagement of every page);
+//          two purchases with revenue, then the tab is hidden (engagement of every page);
 // hash:    three hash routes (hashBasedRouting), then the tab is hidden.
 import { args, finish, openPage, settle, sleep } from "./browser.mjs";
 
@@ -57,6 +57,9 @@ if (hash) {
   track("Add to Cart", { props: { size: 3, beta: true, color: "red" }, callback });
   await settle();
   track("Purchase", { props: { items: "2" }, revenue: { amount: "9.99", currency: "USD" }, callback });
+  await settle();
+  // The same purchase again, for another amount (a number this time): not a duplicate.
+  track("Purchase", { props: { items: "2" }, revenue: { amount: 19.99, currency: "EUR" }, callback });
   await settle();
 }
 await sleep(100);

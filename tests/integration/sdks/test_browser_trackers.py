@@ -242,7 +242,7 @@ def plausible_script(sdk_pipeline: Any) -> dict[str, Any]:
         "plausible-analytics-tracker.mjs",
         {"endpoint": f"{sdk_pipeline.url}/api/event", "site": SPA, "mode": "hash"},
     )
-    store = sdk_pipeline.wait_for(8, "domain = 'store.example.com'", timeout=30, check=False)
+    store = sdk_pipeline.wait_for(9, "domain = 'store.example.com'", timeout=30, check=False)
     spa = sdk_pipeline.wait_for(6, "domain = 'spa.example.com'", timeout=30, check=False)
     return {"history": history, "hash": hashed, "store": store, "spa": spa}
 
@@ -256,7 +256,7 @@ def test_plausible_script_history_session(plausible_script):
     report, rows = plausible_script["history"], by_page(plausible_script["store"])
     assert [(r["url"].split(":")[0], r["status"]) for r in report["requests"]] == [
         ("https", 202)
-    ] * 8
+    ] * 9
     engagement = {b["u"]: (b["sd"], b["e"]) for b in sent(report) if b["n"] == "engagement"}
     assert set(engagement) == {f"{STORE}/", f"{STORE}/products", f"{STORE}/products/42"}
     assert sorted(
@@ -267,6 +267,7 @@ def test_plausible_script_history_session(plausible_script):
             ("accepted", "$pageview", f"{STORE}/products", 1, None, None),
             ("accepted", "$pageview", f"{STORE}/products/42", 1, None, None),
             ("accepted", "Add to Cart", f"{STORE}/products/42", None, None, None),
+            ("accepted", "Purchase", f"{STORE}/products/42", None, None, None),
             ("accepted", "Purchase", f"{STORE}/products/42", None, None, None),
             *(
                 ("accepted", "engagement", url, None, *figures)
@@ -299,12 +300,16 @@ def test_plausible_script_number_and_boolean_props(plausible_script):
 
 
 def test_plausible_script_revenue(plausible_script):
-    revenue = {
-        (r["name"], r["url"]): (r["revenue_amount"], r["revenue_currency"])
-        for r in plausible_script["store"]
-    }
-    assert revenue.pop(("Purchase", f"{STORE}/products/42")) == (Decimal("9.99"), "USD")
-    assert set(revenue.values()) == {(None, "")}
+    rows = plausible_script["store"]
+    # Two purchases that differ only in their revenue are two purchases.
+    assert sorted(
+        (r["revenue_amount"], r["revenue_currency"], r["decision"])
+        for r in rows
+        if r["name"] == "Purchase"
+    ) == [(Decimal("9.99"), "USD", "accepted"), (Decimal("19.99"), "EUR", "accepted")]
+    assert {
+        (r["revenue_amount"], r["revenue_currency"]) for r in rows if r["name"] != "Purchase"
+    } == {(None, "")}
 
 
 def test_plausible_script_hash_routes(plausible_script):
@@ -345,6 +350,6 @@ def test_every_session_counted_once(
             "$pageleave": 1,
             "Signup": 1,
             "Add to Cart": 1,
-            "Purchase": 1,
+            "Purchase": 2,
         }
     )

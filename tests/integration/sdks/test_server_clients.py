@@ -158,6 +158,31 @@ def test_vemetric_python_client(sdk_pipeline, caplog):
     }
 
 
+def test_vemetric_python_dedup_identity(sdk_pipeline):
+    # Identical but for one user-property edit is not identical; only the true
+    # retry (the first call again) is a duplicate.
+    client = VemetricClient(token=sdk_pipeline.public_token, host=sdk_pipeline.url, timeout=10)
+    user = "py-user-2"
+    edits = [
+        {"set": {"plan": "pro"}},
+        {"set": {"plan": "team"}},
+        {"set": {"plan": "team"}, "setOnce": {"source": "ads"}},
+        {"set": {"plan": "team"}, "unset": ["trial"]},
+        {"set": {"plan": "pro"}},
+    ]
+    for edit in edits:
+        client.track_event("Plan Chosen", user_identifier=user, event_data={"n": 1}, user_data=edit)
+    rows = sdk_pipeline.wait_for(5, "user_id = %(user)s", {"user": user})
+    assert pick(rows, "decision", "drop_reason", "user_properties") == [
+        (*ACCEPTED, {"plan": "pro"}),
+        (*ACCEPTED, {"plan": "team"}),
+        (*ACCEPTED, {"plan": "team"}),
+        (*ACCEPTED, {"plan": "team"}),
+        (*DUPLICATE, {"plan": "pro"}),
+    ]
+    assert sdk_pipeline.property_values([user]) == {user: {"plan": "team", "source": "ads"}}
+
+
 # --------------------------------------------------------------------------- vero (PyPI)
 
 
