@@ -3,10 +3,18 @@
 Loads N synthetic raw events (streams/synthetic.py: ~5% bots, ~3% client
 retries, bursts of email opens, repeated order ids) into fresh topics, starts
 one ``eventsieve worker`` process, and measures how fast decisions come out
-on events.clean/dropped/dlq. Also measures the pure decision path in-process
-(no Kafka, in-memory state), profiles it, and measures state memory per key.
+on events.clean/dropped/dlq. In one run, on the same broker:
 
-    .venv/bin/python bench/bench_streams.py --events 200000
+- the ``kafka`` engine (exactly-once micro-batches), then how fast its user
+  state restores from the changelog (keys/s);
+- the ``faust`` engine (fewer events: it is slower);
+- Faust's bare copy floor (bench/bench_faust_floor.py as a subprocess);
+- plain confluent-kafka copy loops, the transport ceiling: consume → produce,
+  flush + commit per batch, and the same with one transaction per batch;
+- the pure decision path in-process (no Kafka, in-memory state), optionally
+  profiled, and state memory per key.
+
+    .venv/bin/python bench/bench_streams.py --events 100000 --faust-events 20000
     .venv/bin/python bench/bench_streams.py --pure-only --profile
 
 Kafka: KAFKA_BOOTSTRAP_SERVERS, else the local stack (``eventsieve stack up``).
@@ -34,13 +42,21 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import KafkaSettings, Settings, load_settings
-from eventsieve.kafka import ensure_topics, topic_names
+from eventsieve.kafka import (
+    ensure_topics,
+    stream_consumer_config,
+    topic_names,
+    transactional_producer_config,
+)
 from eventsieve.services import kafka_bootstrap
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
+from streams.names import USER_STORE, changelog_topic
 from streams.partitioning import partition_for
 from streams.processor import Processor, Record, Sink
+from streams.restore import restore
 from streams.state import InMemoryState
+from streams.store import MemoryStore
 from streams.synthetic import synthetic_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,13 +134,7 @@ def state_cost(settings: Settings, recs: list[tuple[int, bytes, bytes]]) -> None
     )
 
 
-def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: str) -> None:
-    bootstrap = kafka_bootstrap(settings)
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    topics = settings.topics.model_copy(
-        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
-    )
-    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
+def load(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> None:
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -137,12 +147,28 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
     for partition, key, value in recs:
         while True:
             try:
-                producer.produce(topics.raw, key=key, value=value, partition=partition)
+                producer.produce(topic, key=key, value=value, partition=partition)
                 break
             except BufferError:
                 producer.poll(0.1)
     producer.flush(120)
     print(f"loaded {len(recs):,} raw events in {time.perf_counter() - started:.1f}s")
+
+
+def load_average() -> str:
+    return f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
+
+
+def end_to_end(
+    settings: Settings, recs: list[tuple[int, bytes, bytes]], store: str, engine: str
+) -> None:
+    bootstrap = kafka_bootstrap(settings)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = settings.topics.model_copy(
+        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
+    )
+    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
+    load(bootstrap, topics.raw, recs)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     env = {
@@ -151,6 +177,7 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
         "EVENTSIEVE_CONFIG": str(ROOT / "eventsieve.toml"),
         "EVENTSIEVE_STREAMS__APP_ID": f"{prefix}worker",
         "EVENTSIEVE_STREAMS__STORE": store,
+        "EVENTSIEVE_STREAMS__ENGINE": engine,
         "EVENTSIEVE_STREAMS__DATA_DIR": str(workdir / "data"),
         "EVENTSIEVE_TOPICS__PARTITIONS": str(topics.partitions),
     }
@@ -170,6 +197,7 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
             "group.id": f"{prefix}reader",
             "auto.offset.reset": "earliest",
             "fetch.min.bytes": 100_000,
+            "isolation.level": "read_committed",
         }
     )
     consumer.subscribe([topics.clean, topics.dropped, topics.dlq])
@@ -195,21 +223,111 @@ def end_to_end(settings: Settings, recs: list[tuple[int, bytes, bytes]], store: 
             worker.wait(30)
         except subprocess.TimeoutExpired:
             worker.kill()
+    try:
+        if first is None or last is None:
+            raise SystemExit("no decisions came out")
+        print(
+            f"{engine} engine ({store} store): {decided:,} decisions; first after "
+            f"{first - spawned:.1f}s (start-up, group join, state restore)"
+        )
+        print(
+            f"  steady state: {decided / (last - first):,.0f} events/s over {last - first:.1f}s "
+            f"(one worker process, {topics.partitions} partitions); load average {load_average()}"
+        )
+        if engine == "kafka":
+            restore_rate(bootstrap, settings.model_copy(update={"topics": topics}), env)
+    finally:
         _delete_topics(bootstrap, prefix)
-    if first is None or last is None:
-        raise SystemExit("no decisions came out")
+
+
+def restore_rate(bootstrap: str, settings: Settings, env: dict[str, str]) -> None:
+    """How fast the kafka engine's user state comes back from its changelog (a wiped store)."""
+    streams = settings.streams.model_copy(update={"app_id": env["EVENTSIEVE_STREAMS__APP_ID"]})
+    topic = changelog_topic(settings.model_copy(update={"streams": streams}), USER_STORE)
+    stores = {(topic, p): MemoryStore() for p in range(settings.topics.partitions)}
+    started = time.perf_counter()
+    read = sum(restore(bootstrap, stores).values())
+    elapsed = time.perf_counter() - started
+    keys = sum(len(s) for s in stores.values())
+    size = sum(len(k) + len(v) for s in stores.values() for k, v in s.items())
     print(
-        f"worker ({store} store): {decided:,} decisions; first after {first - spawned:.1f}s "
-        f"(start-up, group join, table recovery)"
+        f"  restore: {read:,} changelog records -> {keys:,} keys in {elapsed:.1f}s "
+        f"({keys / elapsed:,.0f} keys/s; {size / max(1, keys):,.0f} bytes/key as stored)"
     )
-    print(
-        f"  steady state: {decided / (last - first):,.0f} events/s over {last - first:.1f}s "
-        f"(one worker process, {topics.partitions} partitions)"
+
+
+def copy_loop(bootstrap: str, recs: list[tuple[int, bytes, bytes]], transactional: bool) -> None:
+    """The transport ceiling: consume → produce with confluent-kafka, no decisions.
+
+    Plain: flush and commit the offsets per batch of up to 1,000 records.
+    Transactional: the kafka engine's shape, one transaction per batch.
+    """
+    tag = uuid.uuid4().hex[:8]
+    source, sink = f"bench.copy.{tag}.in", f"bench.copy.{tag}.out"
+    ensure_topics(bootstrap, [source, sink], 6)
+    try:
+        load(bootstrap, source, recs)
+        consumer = Consumer(stream_consumer_config(bootstrap, f"bench-copy-{tag}", 30.0))
+        if transactional:
+            producer = Producer(transactional_producer_config(bootstrap, f"bench-copy-{tag}", 30))
+            producer.init_transactions(30)
+        else:
+            producer = Producer(
+                {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+            )
+        consumer.subscribe([source])
+        copied, first = 0, None
+        deadline = time.perf_counter() + 600
+        while copied < len(recs) and time.perf_counter() < deadline:
+            batch = [m for m in consumer.consume(1_000, 0.1) if m.error() is None]
+            if not batch:
+                continue
+            first = first or time.perf_counter()
+            if transactional:
+                producer.begin_transaction()
+            for m in batch:
+                while True:
+                    try:
+                        producer.produce(sink, m.value(), m.key())
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+            copied += len(batch)
+            if transactional:
+                producer.send_offsets_to_transaction(
+                    consumer.position(consumer.assignment()),
+                    consumer.consumer_group_metadata(),
+                )
+                producer.commit_transaction()
+            else:
+                producer.flush()
+                positions = [
+                    tp for tp in consumer.position(consumer.assignment()) if tp.offset >= 0
+                ]
+                consumer.commit(offsets=positions, asynchronous=False)
+        elapsed = time.perf_counter() - (first or time.perf_counter())
+        consumer.close()
+        kind = "one transaction per batch" if transactional else "flush + commit per batch"
+        print(
+            f"confluent-kafka copy loop ({kind}): {copied / elapsed:,.0f} records/s; "
+            f"load average {load_average()}"
+        )
+    finally:
+        _delete_topics(bootstrap, f"bench.copy.{tag}.")
+
+
+def faust_floor(records: int) -> None:
+    """Faust's own floor: bench_faust_floor.py's bare copy agent, its output passed through."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_faust_floor.py"), "--records", str(records)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
-    print(
-        f"  load average now: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
-        f"on {os.cpu_count()} cores (shared machine)"
-    )
+    for line in out.stdout.splitlines():
+        print(f"  {line}" if not line.startswith("bare") else line)
+    if out.returncode:
+        print(f"bench_faust_floor.py failed: {out.stderr[-500:]}")
 
 
 def _delete_topics(bootstrap: str, prefix: str) -> None:
@@ -228,8 +346,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--store", choices=["memory", "rocksdb"], default="memory")
-    parser.add_argument("--pure-only", action="store_true", help="skip the Kafka run")
+    parser.add_argument("--store", choices=["memory", "rocksdb"], default="rocksdb")
+    parser.add_argument("--faust-events", type=int, default=20_000, help="0: skip Faust")
+    parser.add_argument("--pure-only", action="store_true", help="skip the Kafka runs")
     parser.add_argument("--profile", action="store_true", help="cProfile the decision path")
     args = parser.parse_args()
 
@@ -240,14 +359,22 @@ def main() -> None:
             "kafka": KafkaSettings(bootstrap_servers=kafka_bootstrap(settings)),
         }
     )
-    print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"load average at start: {load_average()}")
     recs = records(args.events, args.partitions, args.seed)
     pure(settings, recs, profile=False)
     if args.profile:
         pure(settings, recs, profile=True)
     state_cost(settings, recs[: min(len(recs), 50_000)])
-    if not args.pure_only:
-        end_to_end(settings, recs, args.store)
+    if args.pure_only:
+        return
+    bootstrap = kafka_bootstrap(settings)
+    end_to_end(settings, recs, args.store, "kafka")
+    if args.faust_events:
+        end_to_end(settings, recs[: args.faust_events], args.store, "faust")
+        faust_floor(args.faust_events)
+    copy_loop(bootstrap, recs, transactional=False)
+    copy_loop(bootstrap, recs, transactional=True)
+    print(f"load average at the end: {load_average()}")
 
 
 if __name__ == "__main__":
