@@ -35,6 +35,12 @@ class PackagedScripts extends ResourceLoader {
 
 const results = { requests: [], console: [], log: [] };
 
+// The npm modules log through Node's console (e.g. "Ignoring event ... running
+// locally"): collected with the page's own console, so the tests see them.
+for (const level of ["warn", "error"]) {
+  console[level] = (...args) => results.console.push({ level, text: args.map(String).join(" ") });
+}
+
 function log(entry) {
   results.log.push(entry);
 }
