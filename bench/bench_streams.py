@@ -240,6 +240,44 @@ def end_to_end(
         _delete_topics(bootstrap, prefix)
 
 
+def profile_engine(settings: Settings, recs: list[tuple[int, bytes, bytes]]) -> None:
+    """The kafka engine in this process under cProfile: where a worker's time goes."""
+    from streams.engine import Engine
+    from streams.store import RocksStores
+
+    bootstrap = kafka_bootstrap(settings)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = settings.topics.model_copy(
+        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
+    )
+    streams = settings.streams.model_copy(update={"app_id": f"{prefix}worker"})
+    settings = settings.model_copy(update={"topics": topics, "streams": streams})
+    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
+    from streams.worker import prepare_topics
+
+    prepare_topics(settings)
+    load(bootstrap, topics.raw, recs)
+    with tempfile.TemporaryDirectory() as data:
+        engine = Engine(settings, RocksStores(Path(data)), f"{prefix}profile")
+        engine.start()
+        profiler = cProfile.Profile()
+        decided, started = 0, None
+        try:
+            while decided < len(recs):
+                n = profiler.runcall(engine.step)
+                if n and started is None:
+                    started = time.perf_counter()
+                decided += n
+            elapsed = time.perf_counter() - (started or time.perf_counter())
+        finally:
+            engine.close()
+            _delete_topics(bootstrap, prefix)
+    print(f"kafka engine in-process under cProfile: {decided / elapsed:,.0f} events/s")
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+    print(text.getvalue())
+
+
 def restore_rate(bootstrap: str, settings: Settings, env: dict[str, str]) -> None:
     """How fast the kafka engine's user state comes back from its changelog (a wiped store)."""
     streams = settings.streams.model_copy(update={"app_id": env["EVENTSIEVE_STREAMS__APP_ID"]})
@@ -350,6 +388,9 @@ def main() -> None:
     parser.add_argument("--faust-events", type=int, default=20_000, help="0: skip Faust")
     parser.add_argument("--pure-only", action="store_true", help="skip the Kafka runs")
     parser.add_argument("--profile", action="store_true", help="cProfile the decision path")
+    parser.add_argument(
+        "--profile-engine", action="store_true", help="cProfile the kafka engine in-process, only"
+    )
     args = parser.parse_args()
 
     settings = load_settings(ROOT / "eventsieve.toml")
@@ -361,6 +402,9 @@ def main() -> None:
     )
     print(f"load average at start: {load_average()}")
     recs = records(args.events, args.partitions, args.seed)
+    if args.profile_engine:
+        profile_engine(settings, recs)
+        return
     pure(settings, recs, profile=False)
     if args.profile:
         pure(settings, recs, profile=True)
