@@ -19,13 +19,15 @@ import contextlib
 import datetime as dt
 import json
 import os
+import random
 import shutil
+import socket
 import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,9 +346,6 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
 
 
 def _free_port() -> int:
-    import random
-    import socket
-
     # Below the ephemeral range (see the root conftest's free_ports).
     while True:
         port = random.randrange(20_000, 32_000)
@@ -444,10 +443,15 @@ def sdk_pipeline(services: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def node_or_skip() -> str:
-    """The ``node`` executable; the test is skipped where Node.js is not installed."""
+    """The ``node`` executable; the test is skipped where Node.js (or npm, to install
+    the clients) is not installed, as ``make setup`` skips the npm clients there."""
     node = shutil.which("node")
-    if node is None:
-        pytest.skip("Node.js is not installed (.ci/run installs it, `make setup` the npm clients)")
+    if node is None or (
+        shutil.which("npm") is None and not (SDK_CLIENTS / "node_modules").is_dir()
+    ):
+        pytest.skip(
+            "Node.js/npm not installed (.ci/run installs them, `make setup` the npm clients)"
+        )
     if not (SDK_CLIENTS / "node_modules").is_dir():
         pytest.fail("tests/sdk_clients/node_modules is missing: run `make setup` (npm ci)")
     return node
@@ -476,17 +480,3 @@ def run_node(
     problems = [c for c in report["console"] if c["level"] not in ("log", "info")]
     assert problems == [], f"{script} logged problems: {problems}\n{done.stderr}"
     return report
-
-
-@pytest.fixture
-def node() -> Callable[..., dict[str, Any]]:
-    """``node(script, arguments, env=None)``: :func:`run_node` (skips where Node.js is missing)."""
-    node_or_skip()
-    return run_node
-
-
-@pytest.fixture
-def request_mark(sdk_pipeline: SdkPipeline) -> Callable[[], list[dict[str, Any]]]:
-    """``since()``: the endpoint's requests from the start of the test on."""
-    mark = len(sdk_pipeline.requests.entries)
-    return lambda: sdk_pipeline.requests.since(mark)
