@@ -3,7 +3,7 @@
 // argv[2]: {"endpoint": "http://127.0.0.1:PORT/api/event", "site": "https://store.example.com",
 //           "mode": "history" | "hash"}
 // history: three pages by pushState, a custom event with number and boolean props,
-//          two purchases with revenue, then the tab is hidden (engagement of every page);
+//          two purchases with revenue, an outbound link click, then the tab is hidden (engagement of every page);
 // hash:    three hash routes (hashBasedRouting), then the tab is hidden.
 import { args, finish, openPage, settle, sleep } from "./browser.mjs";
 
@@ -35,7 +35,7 @@ Object.defineProperty(document, "visibilityState", { configurable: true, get: ()
 const statuses = [];
 const callback = (result) => statuses.push(result);
 const { init, track } = await import("@plausible-analytics/tracker");
-init({ domain: new URL(site).hostname, endpoint, hashBasedRouting: hash }); // the first pageview
+init({ domain: new URL(site).hostname, endpoint, hashBasedRouting: hash, outboundLinks: true }); // the first pageview
 await settle();
 
 async function navigate(to) {
@@ -60,6 +60,13 @@ if (hash) {
   await settle();
   // The same purchase again, for another amount (a number this time): not a duplicate.
   track("Purchase", { props: { items: "2" }, revenue: { amount: 19.99, currency: "EUR" }, callback });
+  await settle();
+  // A click on a link to another site: the tracker's own "Outbound Link: Click".
+  const link = document.createElement("a");
+  link.href = "https://partner.example.net/offer?ref=store";
+  document.body.appendChild(link);
+  link.addEventListener("click", (event) => event.preventDefault()); // jsdom cannot navigate
+  link.click();
   await settle();
 }
 await sleep(100);

@@ -242,7 +242,7 @@ def plausible_script(sdk_pipeline: Any) -> dict[str, Any]:
         "plausible-analytics-tracker.mjs",
         {"endpoint": f"{sdk_pipeline.url}/api/event", "site": SPA, "mode": "hash"},
     )
-    store = sdk_pipeline.wait_for(9, "domain = 'store.example.com'", timeout=30, check=False)
+    store = sdk_pipeline.wait_for(10, "domain = 'store.example.com'", timeout=30, check=False)
     spa = sdk_pipeline.wait_for(6, "domain = 'spa.example.com'", timeout=30, check=False)
     return {"history": history, "hash": hashed, "store": store, "spa": spa}
 
@@ -256,7 +256,7 @@ def test_plausible_script_history_session(plausible_script):
     report, rows = plausible_script["history"], by_page(plausible_script["store"])
     assert [(r["url"].split(":")[0], r["status"]) for r in report["requests"]] == [
         ("https", 202)
-    ] * 9
+    ] * 10
     engagement = {b["u"]: (b["sd"], b["e"]) for b in sent(report) if b["n"] == "engagement"}
     assert set(engagement) == {f"{STORE}/", f"{STORE}/products", f"{STORE}/products/42"}
     assert sorted(
@@ -269,6 +269,7 @@ def test_plausible_script_history_session(plausible_script):
             ("accepted", "Add to Cart", f"{STORE}/products/42", None, None, None),
             ("accepted", "Purchase", f"{STORE}/products/42", None, None, None),
             ("accepted", "Purchase", f"{STORE}/products/42", None, None, None),
+            ("accepted", "Outbound Link: Click", f"{STORE}/products/42", None, None, None),
             *(
                 ("accepted", "engagement", url, None, *figures)
                 for url, figures in engagement.items()
@@ -296,6 +297,7 @@ def test_plausible_script_number_and_boolean_props(plausible_script):
     props = {r["name"]: r["properties"] for r in plausible_script["store"]}
     assert props["Add to Cart"] == {"size": "3", "beta": "true", "color": "red"}
     assert props["Purchase"] == {"items": "2"}
+    assert props["Outbound Link: Click"] == {"url": "https://partner.example.net/offer?ref=store"}
     assert props["$pageview"] == props["engagement"] == {}
 
 
@@ -351,5 +353,6 @@ def test_every_session_counted_once(
             "Signup": 1,
             "Add to Cart": 1,
             "Purchase": 2,
+            "Outbound Link: Click": 1,
         }
     )
