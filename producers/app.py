@@ -51,6 +51,7 @@ from producers.projects import ProjectDirectory
 from producers.publisher import Publisher, producer_config
 from producers.ratelimit import FailedAuthLimiter, RateLimiter, retry_after_seconds
 from producers.records import Record, RecordBuilder
+from schemas.reasons import Credential
 
 log = get_logger("eventsieve.producers")
 access_log = get_logger("eventsieve.access")
@@ -237,15 +238,15 @@ class RouteHandler:
         count = len(parsed.submissions)
         if count == 0:
             return parsed.reply
-        lane = "server" if parsed.from_server else "public"
+        credential = Credential.SERVER if parsed.trusted else Credential.PUBLIC
         for project_id in parsed.project_ids:
-            wait = endpoint.limiter.acquire(project_id, count, lane)
+            wait = endpoint.limiter.acquire(project_id, count, credential.value)
             if wait > 0:
                 raise route.errors.rate_limited(retry_after_seconds(wait))
         edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted)
         if parsed.from_server:
             edge = edge.of_server()
-        records = self.records.build(parsed.project_ids, parsed.submissions, edge)
+        records = self.records.build(parsed.project_ids, parsed.submissions, edge, credential)
         self._check_sizes(records)
         started = time.perf_counter()
         try:

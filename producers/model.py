@@ -102,6 +102,10 @@ class Parsed:
     project_ids: tuple[str, ...]
     submissions: tuple[Submission, ...]
     reply: Reply
-    # Sent by a backend with a secret credential: the peer address and user
-    # agent are the backend's HTTP client, not a visitor's (see EdgeContext.of_server).
+    # Sent by a backend: the peer address and user agent are the backend's HTTP
+    # client, not a visitor's (see EdgeContext.of_server).
     from_server: bool = False
+    # Authenticated by a secret credential (a server key, a Vero token, a vtcdn
+    # key), not a public one: its events are "server" events, which nothing
+    # sent with a public credential may cause to be dropped or overwritten.
+    trusted: bool = False

@@ -21,6 +21,7 @@ from producers.model import Submission
 from schemas.canonical import topic_key, user_key, visitor_id
 from schemas.codecs import encode_raw
 from schemas.events import RawEvent
+from schemas.reasons import Credential
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,11 @@ class RecordBuilder:
         self.salt_secret = salt_secret
 
     def build(
-        self, project_ids: Iterable[str], submissions: Iterable[Submission], edge: EdgeContext
+        self,
+        project_ids: Iterable[str],
+        submissions: Iterable[Submission],
+        edge: EdgeContext,
+        credential: Credential = Credential.PUBLIC,
     ) -> list[Record]:
         """Every submission in every project, in order."""
         received = to_ms(edge.received_at)
@@ -76,6 +81,7 @@ class RecordBuilder:
         for project_id in project_ids:
             for submission in submissions:
                 event = self.raw_event(submission, project_id, edge, received, visitors)
+                event["credential"] = credential.value
                 key = topic_key(project_id, user_key(event)).encode()
                 out.append(Record(key, encode_raw(event), event))
         return out
@@ -142,6 +148,7 @@ class RecordBuilder:
             "order_id": submission.order_id,
             "revenue_amount": submission.revenue_amount,
             "revenue_currency": submission.revenue_currency,
+            "credential": Credential.PUBLIC.value,
         }
         return event
 

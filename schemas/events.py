@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any, TypedDict
 
-from schemas.reasons import DropReason, EventKind, Source, Stage
+from schemas.reasons import Credential, DropReason, EventKind, Source, Stage
 
 
 class RawEvent(TypedDict):
@@ -57,6 +57,7 @@ class RawEvent(TypedDict):
     order_id: str | None
     revenue_amount: str | None
     revenue_currency: str | None
+    credential: str
 
 
 class _Derived(TypedDict):
@@ -111,6 +112,7 @@ class CleanEvent(_Derived):
     order_id: str | None
     revenue_amount: str | None
     revenue_currency: str | None
+    credential: str
 
 
 class DroppedEvent(CleanEvent):
@@ -172,6 +174,7 @@ RAW_DEFAULTS: dict[str, Any] = {
     "order_id": None,
     "revenue_amount": None,
     "revenue_currency": None,
+    "credential": Credential.SERVER.value,
 }
 """Default of every optional RawEvent field (mutable defaults are copied on use)."""
 

@@ -56,6 +56,16 @@ class Source(StrEnum):
     DIRECT = "direct"
 
 
+class Credential(StrEnum):
+    """What authenticated an event (RawEvent ``credential``)."""
+
+    # A secret credential (server key, Vero token, vtcdn key), or a publisher
+    # with write access to events.raw.
+    SERVER = "server"
+    # A browser's public token, or no credential at all (Plausible).
+    PUBLIC = "public"
+
+
 class EventKind(StrEnum):
     """What an event does (RawEvent ``kind``)."""
 

@@ -59,15 +59,21 @@ class Decision(StrEnum):
 COPY_REASONS = frozenset({DropReason.DUPLICATE_IDEMPOTENCY_KEY.value})
 
 
-def decision_version(decided_at_ms: int, decision: Decision, reason: str = "") -> int:
+def decision_version(
+    decided_at_ms: int, decision: Decision, reason: str = "", credential: str = "server"
+) -> int:
     """The ReplacingMergeTree version of a decision: newest decision wins.
 
-    Ordered by rank first (a copy-drop ranks below any other decision), then
-    by ``decided_at``: a replay with changed rules decides later, so its
-    decision replaces the old one, and re-reading the same record gives the
-    same version, so nothing is counted twice.
+    Ordered by rank first, then by ``decided_at``: a replay with changed rules
+    decides later, so its decision replaces the old one, and re-reading the
+    same record gives the same version, so nothing is counted twice. Ranks:
+    an event sent with a server credential outranks any sent with a public
+    one (a browser reusing a server event's id can never replace its row),
+    and within each, a copy-drop ranks below any other decision.
     """
     rank = 0 if decision is Decision.DROPPED and reason in COPY_REASONS else 1
+    if credential != "public":
+        rank += 2
     return (rank << _RANK_SHIFT) | decided_at_ms
 
 
@@ -124,7 +130,7 @@ def event_row(event: Mapping[str, Any], decision: Decision) -> tuple[Any, ...]:
             timestamp,
             received_at,
             decided_at,
-            decision_version(decided_at, decision, reason),
+            decision_version(decided_at, decision, reason, g("credential") or "server"),
             decision.value,
             reason,
             stage,

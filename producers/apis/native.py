@@ -154,7 +154,7 @@ def parse_events(request: HttpRequest, ctx: ParseContext) -> Parsed:
         202,
         json_bytes({"accepted": len(submissions), "event_ids": [s.event_id for s in submissions]}),
     )
-    return Parsed((project,), submissions, reply, from_server=from_server)
+    return Parsed((project,), submissions, reply, from_server=from_server, trusted=from_server)
 
 
 ROUTES: tuple[Route, ...] = (

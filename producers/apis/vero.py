@@ -118,7 +118,7 @@ def parse_track_event(request: HttpRequest, ctx: ParseContext) -> Parsed:
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), SUCCESS, from_server=True)
+    return Parsed((project,), (submission,), SUCCESS, from_server=True, trusted=True)
 
 
 def _user_update(
@@ -157,7 +157,7 @@ def _user_update(
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), SUCCESS, from_server=True)
+    return Parsed((project,), (submission,), SUCCESS, from_server=True, trusted=True)
 
 
 def parse_user_track(request: HttpRequest, ctx: ParseContext) -> Parsed:

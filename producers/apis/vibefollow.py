@@ -130,7 +130,7 @@ def parse_event(request: HttpRequest, ctx: ParseContext) -> Parsed:
         submission = _event(body, "", request.header("idempotency-key"))
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), ACCEPTED, from_server=True)
+    return Parsed((project,), (submission,), ACCEPTED, from_server=True, trusted=True)
 
 
 def parse_batch(request: HttpRequest, ctx: ParseContext) -> Parsed:
@@ -150,7 +150,7 @@ def parse_batch(request: HttpRequest, ctx: ParseContext) -> Parsed:
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), submissions, ACCEPTED, from_server=True)
+    return Parsed((project,), submissions, ACCEPTED, from_server=True, trusted=True)
 
 
 def parse_user(request: HttpRequest, ctx: ParseContext) -> Parsed:
@@ -173,7 +173,7 @@ def parse_user(request: HttpRequest, ctx: ParseContext) -> Parsed:
         )
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
-    return Parsed((project,), (submission,), ACCEPTED, from_server=True)
+    return Parsed((project,), (submission,), ACCEPTED, from_server=True, trusted=True)
 
 
 _BASE = "/api/v1"

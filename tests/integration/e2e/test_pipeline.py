@@ -16,30 +16,10 @@ import subprocess
 import uuid
 from collections import Counter
 
-import pytest
-
 from eventsieve.cli.run import curl_examples
-from eventsieve.config import Settings, settings_environment
+from eventsieve.config import Settings
 from eventsieve.demo import Script, differences, script, send, wait_for_counts
-from eventsieve.pipeline import endpoint_url, programs, wait_for_endpoint
-from eventsieve.supervisor import Supervisor
-
-
-@pytest.fixture
-def pipeline(pipeline_settings: Settings, tmp_path, free_ports):
-    """The three pipeline processes on this test's topics and database."""
-    server = pipeline_settings.server.model_copy(update={"port": free_ports(1)[0]})
-    settings = pipeline_settings.model_copy(update={"server": server})
-    log_path = tmp_path / "pipeline.log"
-    with log_path.open("w") as log:
-        supervisor = Supervisor(programs(None), out=log, env=settings_environment(settings))
-        supervisor.start()
-        try:
-            wait_for_endpoint(settings, timeout=90)
-            yield settings
-            assert supervisor.exited() is None, log_path.read_text()[-5000:]
-        finally:
-            supervisor.stop_all()
+from eventsieve.pipeline import endpoint_url
 
 
 def test_scripted_traffic_lands_as_exact_counts(pipeline: Settings):

@@ -199,3 +199,15 @@ def test_revenue_becomes_a_decimal_column() -> None:
     for amount in ("abc", "1e20", "NaN"):
         with pytest.raises(RowError):
             event_row(accepted(revenue_amount=amount), Decision.ACCEPTED)
+
+
+def test_a_public_event_never_outranks_a_server_event_with_the_same_id() -> None:
+    server = as_dict(event_row(accepted(decided_at=T0 + 5), Decision.ACCEPTED))
+    forged = as_dict(
+        event_row(accepted(credential="public", decided_at=T0 + 900), Decision.ACCEPTED)
+    )
+    assert forged["version"] < server["version"]
+    replayed = as_dict(
+        event_row(accepted(credential="public", decided_at=T0 + 901), Decision.ACCEPTED)
+    )
+    assert replayed["version"] > forged["version"]  # within a class, newest wins

@@ -1,0 +1,26 @@
+"""The whole pipeline as real processes, for the end-to-end tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from eventsieve.config import Settings, settings_environment
+from eventsieve.pipeline import programs, wait_for_endpoint
+from eventsieve.supervisor import Supervisor
+
+
+@pytest.fixture
+def pipeline(pipeline_settings: Settings, tmp_path, free_ports):
+    """The three pipeline processes on this test's topics and database."""
+    server = pipeline_settings.server.model_copy(update={"port": free_ports(1)[0]})
+    settings = pipeline_settings.model_copy(update={"server": server})
+    log_path = tmp_path / "pipeline.log"
+    with log_path.open("w") as log:
+        supervisor = Supervisor(programs(None), out=log, env=settings_environment(settings))
+        supervisor.start()
+        try:
+            wait_for_endpoint(settings, timeout=90)
+            yield settings
+            assert supervisor.exited() is None, log_path.read_text()[-5000:]
+        finally:
+            supervisor.stop_all()

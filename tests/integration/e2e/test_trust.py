@@ -1,0 +1,57 @@
+"""Trust follows credentials, end to end: what a browser's public token sends can add
+events, never replace or drop what a server sent with its secret key."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+
+from eventsieve.config import Settings
+from eventsieve.pipeline import endpoint_url
+from sinks.clickhouse import ClickHouse
+from sinks.service import connect
+
+SERVER = {"Authorization": "Bearer demo-secret-key"}
+PUBLIC = {"Authorization": "Bearer demo-public-token"}
+
+
+def _rows(ch: ClickHouse, event_ids: list[str], wanted: int, timeout: float = 90) -> list[tuple]:
+    """(event_id, name, credential-less view) of the latest decision per id, once ``wanted``
+    rows (by event id) have landed."""
+    deadline = time.monotonic() + timeout
+    db = ch.database
+    while True:
+        rows = ch.execute(
+            f"SELECT event_id, argMax(name, version), argMax(decision, version), count() "
+            f"FROM {db}.events WHERE event_id IN %(ids)s GROUP BY event_id ORDER BY event_id",
+            {"ids": tuple(event_ids)},
+        )
+        if sum(r[3] for r in rows) >= wanted or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.5)
+
+
+def test_a_public_token_reusing_a_server_events_id_cannot_replace_it(pipeline: Settings):
+    url = endpoint_url(pipeline)
+    event_id = f"order-{uuid.uuid4().hex[:8]}"
+    stamp = "2026-11-30T12:00:00Z"
+    real = {"event_id": event_id, "name": "purchase", "user_id": "u1", "timestamp": stamp}
+    forged = {**real, "name": "refund", "user_id": "u2"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post("/v1/events", headers=SERVER, json=real).status_code == 202
+        time.sleep(1.0)  # the forgery decides later: newest would win without ranks
+        assert http.post("/v1/events", headers=PUBLIC, json=forged).status_code == 202
+    ch = connect(pipeline)
+    try:
+        rows = _rows(ch, [event_id], wanted=2)
+        ch.execute(f"OPTIMIZE TABLE {ch.database}.events FINAL")
+        final = ch.execute(
+            f"SELECT name, user_id FROM {ch.database}.events FINAL WHERE event_id = %(id)s",
+            {"id": event_id},
+        )
+    finally:
+        ch.close()
+    assert rows == [(event_id, "purchase", "accepted", 2)]
+    assert final == [("purchase", "u1")]
