@@ -131,6 +131,22 @@ def admin_client(bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
+def topic_config(
+    replication_factor: int, config: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A new topic's configuration: ``config``, plus ``min.insync.replicas`` when replicated.
+
+    With ``acks=all`` a write is acknowledged once the in-sync replicas have
+    it; Kafka's default of 1 in-sync replica lets one broker's loss lose
+    acknowledged writes. Replicated topics require all replicas but one
+    (RF=3: 2), the usual practice, unless ``config`` says otherwise.
+    """
+    out = dict(config or {})
+    if replication_factor > 1:
+        out.setdefault("min.insync.replicas", str(replication_factor - 1))
+    return out
+
+
 def ensure_topics(
     bootstrap: str,
     names: Iterable[str],
@@ -152,8 +168,9 @@ def ensure_topics(
     wanted = [n for n in dict.fromkeys(names) if n not in existing]
     if not wanted:
         return []
+    new_config = topic_config(replication_factor, config)
     futures = admin.create_topics(
-        [NewTopic(n, partitions, replication_factor, config=dict(config or {})) for n in wanted],
+        [NewTopic(n, partitions, replication_factor, config=new_config) for n in wanted],
         operation_timeout=timeout,
         request_timeout=timeout,
     )
