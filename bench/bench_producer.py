@@ -67,6 +67,8 @@ def start_server(port: int, workers: int, topic: str, linger_ms: float) -> subpr
             "EVENTSIEVE_SERVER__ACCESS_LOG": "false",
             "EVENTSIEVE_SERVER__LINGER_MS": str(linger_ms),
             "EVENTSIEVE_LOG_LEVEL": "WARNING",
+            # Refused when Kafka is external (KAFKA_BOOTSTRAP_SERVERS) and the secret weak.
+            "EVENTSIEVE_PRIVACY__SALT_SECRET": os.urandom(32).hex(),
             # One project without a practical rate limit: the bench measures the endpoint.
             "EVENTSIEVE_PROJECTS": json.dumps(
                 [{"id": "bench", "tokens": ["bench-token"], "rate_limit_per_second": 1e12}]

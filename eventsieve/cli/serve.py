@@ -7,6 +7,35 @@ from typing import Annotated
 import typer
 
 from eventsieve.cli.context import CliState, settings_of
+from eventsieve.config import PrivacySettings, Settings
+from eventsieve.errors import EventsieveError
+
+# The value eventsieve ships with: anyone can read it, so visitor ids derived
+# from it reverse to IP addresses by brute force.
+SHIPPED_SECRET = PrivacySettings().salt_secret.get_secret_value()
+# 128 bits of hex; shorter secrets are guessable.
+MIN_SECRET_CHARS = 32
+
+
+def secret_problem(settings: Settings) -> str | None:
+    """Why the visitor-id secret is unfit for real traffic, or None.
+
+    Only with external services: the local stack (``make run``) is a
+    development setup, and its default keeps the first start one command.
+    """
+    if settings.kafka.bootstrap_servers is None:
+        return None
+    secret = settings.privacy.salt_secret.get_secret_value()
+    if secret == SHIPPED_SECRET:
+        what = "is the shipped default"
+    elif len(secret.strip()) < MIN_SECRET_CHARS:
+        what = f"is shorter than {MIN_SECRET_CHARS} characters"
+    else:
+        return None
+    return (
+        f"privacy.salt_secret {what}, so visitor ids would reverse to IP addresses; "
+        "set EVENTSIEVE_PRIVACY__SALT_SECRET to a random value, e.g. $(openssl rand -hex 32)"
+    )
 
 
 def serve(
@@ -21,6 +50,9 @@ def serve(
     from producers.server import serve as run
 
     settings = settings_of(ctx)
+    problem = secret_problem(settings)
+    if problem is not None:
+        raise EventsieveError(problem)
     state = ctx.find_root().obj
     config_path = state.config_path if isinstance(state, CliState) else None
     run(settings, config_path, host=host, port=port, workers=workers)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 BIN = Path(sys.executable).parent
 CONFIG = Path(__file__).resolve().parents[3] / "eventsieve.toml"
@@ -79,3 +80,36 @@ def test_stats_without_clickhouse_says_so_in_one_line(tmp_path: Path, free_ports
     assert result.stderr.strip().startswith("error: ClickHouse")
     assert "is the pipeline running?" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("secret", [None, "short-secret"])
+def test_serve_with_external_kafka_refuses_a_default_or_weak_secret(
+    tmp_path: Path, free_ports, secret: str | None
+):
+    (dead,) = free_ports(1)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{dead}"}
+    if secret is not None:
+        env["EVENTSIEVE_PRIVACY__SALT_SECRET"] = secret
+    result = cli(tmp_path, "serve", **env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: privacy.salt_secret")
+    assert "EVENTSIEVE_PRIVACY__SALT_SECRET" in line
+
+
+def test_a_strong_secret_or_the_local_stack_passes_the_check() -> None:
+    from eventsieve.cli.serve import secret_problem
+    from eventsieve.config import load_settings
+
+    local = load_settings(CONFIG)
+    assert local.kafka.bootstrap_servers is None
+    assert secret_problem(local) is None  # make run: the development default is fine
+    external = local.model_copy(
+        update={"kafka": local.kafka.model_copy(update={"bootstrap_servers": "kafka:9092"})}
+    )
+    assert secret_problem(external) is not None
+    strong = external.model_copy(
+        update={"privacy": external.privacy.model_copy(update={"salt_secret": SecretStr("a" * 64)})}
+    )
+    assert secret_problem(strong) is None
