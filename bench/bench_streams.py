@@ -32,11 +32,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
@@ -50,7 +52,7 @@ from eventsieve.kafka import (
 )
 from eventsieve.services import kafka_bootstrap
 from schemas.canonical import topic_key
-from schemas.codecs import encode_raw
+from schemas.codecs import decode_clean, decode_dropped, encode_raw
 from streams.names import USER_STORE, changelog_topic
 from streams.partitioning import partition_for
 from streams.processor import Processor, Record, Sink
@@ -159,17 +161,10 @@ def load_average() -> str:
     return f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores"
 
 
-def end_to_end(
-    settings: Settings, recs: list[tuple[int, bytes, bytes]], store: str, engine: str
-) -> None:
-    bootstrap = kafka_bootstrap(settings)
-    prefix = f"bench{uuid.uuid4().hex[:8]}."
-    topics = settings.topics.model_copy(
-        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
-    )
-    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
-    load(bootstrap, topics.raw, recs)
-
+def start_worker(
+    bootstrap: str, topics: Any, prefix: str, store: str, engine: str
+) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
+    """An ``eventsieve worker`` process on ``topics``; its log is ``<workdir>/worker.log``."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     env = {
         **os.environ,
@@ -191,6 +186,21 @@ def end_to_end(
         stderr=subprocess.STDOUT,
         cwd=workdir,
     )
+    return worker, workdir, env
+
+
+def end_to_end(
+    settings: Settings, recs: list[tuple[int, bytes, bytes]], store: str, engine: str
+) -> None:
+    bootstrap = kafka_bootstrap(settings)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = settings.topics.model_copy(
+        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
+    )
+    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
+    load(bootstrap, topics.raw, recs)
+
+    worker, workdir, env = start_worker(bootstrap, topics, prefix, store, engine)
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -276,6 +286,85 @@ def profile_engine(settings: Settings, recs: list[tuple[int, bytes, bytes]]) -> 
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
     print(text.getvalue())
+
+
+def latency(
+    settings: Settings, recs: list[tuple[int, bytes, bytes]], rate: float, store: str
+) -> None:
+    """raw → decision latency of the kafka engine at a steady ``rate`` (events/s).
+
+    The time a decision becomes readable (read_committed) minus the raw
+    record's CreateTime, matched by the decision's source partition and
+    offset (records decided on the raw topic; order events, decided on
+    events.orders, are left out).
+    """
+    bootstrap = kafka_bootstrap(settings)
+    prefix = f"bench{uuid.uuid4().hex[:8]}."
+    topics = settings.topics.model_copy(
+        update={n: f"{prefix}events.{n}" for n in ("raw", "orders", "clean", "dropped", "dlq")}
+    )
+    ensure_topics(bootstrap, topic_names(topics), topics.partitions)
+    worker, workdir, _ = start_worker(bootstrap, topics, prefix, store, "kafka")
+    sent: dict[tuple[int, int], float] = {}
+    seen: list[tuple[int, int, float]] = []
+    done = threading.Event()
+
+    def read() -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"{prefix}latency",
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+            }
+        )
+        consumer.subscribe([topics.clean, topics.dropped])
+        while not done.is_set():
+            for m in consumer.consume(1000, 0.1):
+                if m.error() is not None:
+                    continue
+                now = time.time()
+                decode = decode_clean if m.topic() == topics.clean else decode_dropped
+                event = decode(m.value())
+                if event["source_topic"] == topics.raw:
+                    seen.append((event["source_partition"], event["source_offset"], now))
+        consumer.close()
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1})
+
+    def delivered(error: Any, message: Any) -> None:
+        if error is None:
+            sent[(message.partition(), message.offset())] = message.timestamp()[1] / 1000
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        time.sleep(8)  # worker start-up and group join
+        started = time.perf_counter()
+        for i, (partition, key, value) in enumerate(recs):
+            pause = started + i / rate - time.perf_counter()
+            if pause > 0:
+                producer.poll(pause)
+            producer.produce(topics.raw, value, key, partition, on_delivery=delivered)
+        producer.flush(60)
+        deadline = time.monotonic() + 60
+        while len(seen) < 0.9 * len(recs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        done.set()
+        reader.join(10)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        _delete_topics(bootstrap, prefix)
+    ordered = sorted(now - sent[(p, o)] for p, o, now in seen if (p, o) in sent)
+    if not ordered:
+        raise SystemExit(f"no decisions measured; see {workdir / 'worker.log'}")
+    p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+    print(
+        f"kafka engine latency at {rate:,.0f} events/s ({len(seen):,} decisions): "
+        f"p50 {p50 * 1000:,.0f} ms, p99 {p99 * 1000:,.0f} ms, max {ordered[-1] * 1000:,.0f} ms; "
+        f"load average {load_average()}"
+    )
 
 
 def restore_rate(bootstrap: str, settings: Settings, env: dict[str, str]) -> None:
@@ -385,6 +474,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--store", choices=["memory", "rocksdb"], default="rocksdb")
+    parser.add_argument(
+        "--latency-rate", type=float, default=0.0, help="events/s for the latency run (0: skip)"
+    )
     parser.add_argument("--faust-events", type=int, default=20_000, help="0: skip Faust")
     parser.add_argument("--pure-only", action="store_true", help="skip the Kafka runs")
     parser.add_argument("--profile", action="store_true", help="cProfile the decision path")
@@ -416,6 +508,8 @@ def main() -> None:
     if args.faust_events:
         end_to_end(settings, recs[: args.faust_events], args.store, "faust")
         faust_floor(args.faust_events)
+    if args.latency_rate:
+        latency(settings, recs[: int(args.latency_rate * 20)], args.latency_rate, args.store)
     copy_loop(bootstrap, recs, transactional=False)
     copy_loop(bootstrap, recs, transactional=True)
     print(f"load average at the end: {load_average()}")
