@@ -39,6 +39,7 @@ from producers.apis import ALL_ROUTES
 from producers.app import RouteHandler, build_endpoint
 from producers.model import HttpRequest
 from producers.ratelimit import RateLimiter
+from producers.salts import FixedSalts
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -74,7 +75,7 @@ class _InstantPublisher:
 
 def handler_events_per_s(batch: int, seconds: float) -> float:
     settings = load_settings(ROOT / "eventsieve.toml")
-    endpoint = build_endpoint(settings, publisher=_InstantPublisher())  # type: ignore[arg-type]
+    endpoint = build_endpoint(settings, publisher=_InstantPublisher(), salts=FixedSalts())  # type: ignore[arg-type]
     endpoint.limiter = RateLimiter({p.id: 1e12 for p in settings.projects})
     route = next(r for r in ALL_ROUTES if r.path == "/v1/events")
     handler = RouteHandler(route, endpoint)

@@ -50,7 +50,8 @@ from producers.openapi import openapi_document
 from producers.projects import ProjectDirectory
 from producers.publisher import Publisher, producer_config
 from producers.ratelimit import FailedAuthLimiter, RateLimiter, retry_after_seconds
-from producers.records import Record, RecordBuilder
+from producers.records import Record, RecordBuilder, SaltUnavailableError
+from producers.salts import FixedSalts, KafkaDailySalts, salts_topic
 from schemas.reasons import Credential
 
 log = get_logger("eventsieve.producers")
@@ -90,6 +91,7 @@ class Endpoint:
     trusted: tuple[IpNetwork, ...]
     limits: EdgeLimits
     failed_auth: FailedAuthLimiter
+    salts: KafkaDailySalts | FixedSalts
     clock: Clock = utc_now
 
     @property
@@ -162,7 +164,7 @@ class RouteHandler:
         self.endpoint = endpoint
         self.ctx = endpoint.context
         self.max_body = endpoint.settings.server.max_body_bytes
-        self.records = RecordBuilder(endpoint.settings.privacy.salt_secret.get_secret_value())
+        self.records = RecordBuilder(endpoint.salts)
         self.source = route.source.value
         # Metric children resolved once: labels() costs a lock and a dict per call.
         self._accepted = endpoint.metrics.accepted.labels(self.source)
@@ -246,7 +248,11 @@ class RouteHandler:
         edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted)
         if parsed.from_server:
             edge = edge.of_server()
-        records = self.records.build(parsed.project_ids, parsed.submissions, edge, credential)
+        try:
+            records = self.records.build(parsed.project_ids, parsed.submissions, edge, credential)
+        except SaltUnavailableError as exc:
+            log.warning("salt_unavailable", route=route.label, error=str(exc))
+            raise route.errors.unavailable(endpoint.settings.server.retry_after_s) from None
         self._check_sizes(records)
         started = time.perf_counter()
         try:
@@ -408,9 +414,16 @@ def build_endpoint(
     clock: Clock = utc_now,
     monotonic: Callable[[], float] = time.monotonic,
     limits: EdgeLimits | None = None,
+    salts: KafkaDailySalts | FixedSalts | None = None,
 ) -> Endpoint:
-    """The process-wide state of the endpoint (the producer is created, not started)."""
+    """The process-wide state of the endpoint (the producer and salts created, not started)."""
     limits = limits or EdgeLimits()
+    if salts is None:
+        salts = KafkaDailySalts(
+            kafka_bootstrap(settings),
+            salts_topic(settings.topics.raw),
+            settings.privacy.salt_secret.get_secret_value(),
+        )
     server = settings.server
     if publisher is None:
         publisher = Publisher(
@@ -438,6 +451,7 @@ def build_endpoint(
         trusted=parse_networks(server.trusted_proxies),
         limits=limits,
         failed_auth=FailedAuthLimiter(limits.failed_auth_per_minute, clock=monotonic),
+        salts=salts,
         clock=clock,
     )
 
@@ -470,11 +484,16 @@ def _ops_app(endpoint: Endpoint) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await endpoint.publisher.start()
+        endpoint.salts.start()
+        # Serve even without: requests get 503 until Kafka and today's salt are there.
+        if not await asyncio.to_thread(endpoint.salts.wait_ready, server.delivery_timeout_s):
+            log.warning("salts_unavailable_at_start")
         log.info("endpoint_started", topic=endpoint.publisher.topic)
         try:
             yield
         finally:
             left = await endpoint.publisher.close(server.delivery_timeout_s)
+            endpoint.salts.close()
             log.info("endpoint_stopped", undelivered=left)
 
     return Starlette(

@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 
 from producers.edge import EdgeContext
 from producers.model import Submission
-from schemas.canonical import topic_key, user_key, visitor_id
+from producers.salts import SaltSource
+from schemas.canonical import topic_key, user_key, visitor_id_with
 from schemas.codecs import encode_raw
 from schemas.events import RawEvent
 from schemas.reasons import Credential
@@ -61,11 +62,15 @@ def _domain(submission: Submission, project_id: str) -> str:
     return project_id
 
 
-class RecordBuilder:
-    """Builds the records of requests; holds only the salt secret (no per-request state)."""
+class SaltUnavailableError(Exception):
+    """The request's day has no visitor-id salt (Kafka unreachable): answered 503."""
 
-    def __init__(self, salt_secret: str) -> None:
-        self.salt_secret = salt_secret
+
+class RecordBuilder:
+    """Builds the records of requests from a source of daily salts (no per-request state)."""
+
+    def __init__(self, salts: SaltSource) -> None:
+        self.salts = salts
 
     def build(
         self,
@@ -98,19 +103,24 @@ class RecordBuilder:
 
         ``timestamp`` is the client's time when it sent one (the stream decides
         whether it is within tolerance), else the receive time. ``visitor_id``
-        is the daily keyed hash of IP, user agent and domain, set whenever the
-        IP is known, so anonymous events have a user key before they are produced.
+        is the keyed hash of IP, user agent and domain under the salt of the
+        receive day (``producers.salts``), set whenever the IP is known, so
+        anonymous events have a user key before they are produced and keep
+        their visitor id on replay.
         """
         client_time = submission.client_time
         stamp = to_ms(client_time) if client_time is not None else received
         visitor = None
         if edge.ip:
-            day = (client_time or edge.received_at).astimezone(UTC).date()
+            day = edge.received_at.astimezone(UTC).date()
             domain = _domain(submission, project_id)
             cache_key = (day, domain)
             visitor = visitors.get(cache_key) if visitors is not None else None
             if visitor is None:
-                visitor = visitor_id(self.salt_secret, day, edge.ip, edge.user_agent or "", domain)
+                salt = self.salts.salt(day)
+                if salt is None:
+                    raise SaltUnavailableError(f"no visitor-id salt for {day}")
+                visitor = visitor_id_with(salt, edge.ip, edge.user_agent or "", domain)
                 if visitors is not None:
                     visitors[cache_key] = visitor
         event: RawEvent = {
@@ -154,14 +164,12 @@ class RecordBuilder:
 
 
 def raw_event(
-    submission: Submission, project_id: str, edge: EdgeContext, salt_secret: str
+    submission: Submission, project_id: str, edge: EdgeContext, salts: SaltSource
 ) -> RawEvent:
     """The RawEvent of one submission (see :meth:`RecordBuilder.raw_event`)."""
-    return RecordBuilder(salt_secret).raw_event(
-        submission, project_id, edge, to_ms(edge.received_at)
-    )
+    return RecordBuilder(salts).raw_event(submission, project_id, edge, to_ms(edge.received_at))
 
 
-def record(submission: Submission, project_id: str, edge: EdgeContext, salt_secret: str) -> Record:
+def record(submission: Submission, project_id: str, edge: EdgeContext, salts: SaltSource) -> Record:
     """The RawEvent encoded (Avro single-object) and keyed ``project:user_key``."""
-    return RecordBuilder(salt_secret).build((project_id,), (submission,), edge)[0]
+    return RecordBuilder(salts).build((project_id,), (submission,), edge)[0]

@@ -251,6 +251,15 @@ def visitor_id(salt_secret: str, day: datetime.date, ip: str, user_agent: str, d
     day, and the IP is not recoverable. ``day`` is the event's UTC date (event
     time), so a replay computes the same id.
     """
+    return visitor_id_with(daily_salt(salt_secret, day), ip, user_agent, domain)
+
+
+def visitor_id_with(salt: bytes, ip: str, user_agent: str, domain: str) -> str:
+    """A visitor's anonymous id under a given salt, as 32 hex digits.
+
+    ``HMAC-SHA256(salt, domain \0 ip \0 user_agent)``. The endpoint's salts
+    are random per day and deleted after 48 hours (``producers.salts``), so
+    once a day's salt is gone its visitor ids reverse to nothing.
+    """
     message = f"{domain}\0{ip}\0{user_agent}".encode()
-    digest = hmac.new(daily_salt(salt_secret, day), message, hashlib.sha256).digest()
-    return digest[:16].hex()
+    return hmac.new(salt, message, hashlib.sha256).digest()[:16].hex()

@@ -47,6 +47,7 @@ from eventsieve.kafka import ensure_topics, topic_names
 from eventsieve.pipeline import programs
 from eventsieve.stack import LocalStack
 from eventsieve.supervisor import Supervisor
+from producers.salts import salts_topic
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import new_raw_event
@@ -357,10 +358,12 @@ def _delete_topics(bootstrap: str, names: list[str]) -> None:
     """Delete the topics a test made (best effort, bounded in time).
 
     The admin client is kept alive until the deletions answered: a client
-    destroyed right after the call abandons them.
+    destroyed right after the call abandons them. A topic an endpoint served as
+    its raw topic has a companion, ``<name>.salts`` (producers.salts): it goes too.
     """
     if not names:
         return
+    names = [*names, *(salts_topic(n) for n in names)]
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.delete_topics(names, operation_timeout=10, request_timeout=15)
     for future in futures.values():

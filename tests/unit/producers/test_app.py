@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError
 from eventsieve.config import Settings, load_settings
 from producers.app import Endpoint, build_endpoint, create_app
 from producers.publisher import Publisher
+from producers.salts import FixedSalts
 from schemas.codecs import decode_raw
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "eventsieve.toml"
@@ -94,7 +95,9 @@ async def client(
         clock=clock,
     )
     # A frozen monotonic clock: rate-limit buckets never refill during a test.
-    endpoint = build_endpoint(cfg, publisher=publisher, monotonic=lambda: 1000.0)
+    endpoint = build_endpoint(
+        cfg, publisher=publisher, monotonic=lambda: 1000.0, salts=FixedSalts()
+    )
     app = create_app(endpoint)
     async with app.fallback.router.lifespan_context(app.fallback):
         transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 5000))

@@ -15,6 +15,7 @@ from producers.edge import EdgeContext
 from producers.errors import Rejection
 from producers.model import Parsed
 from producers.records import RecordBuilder
+from producers.salts import FixedSalts
 from schemas.codecs import decode_raw
 
 _json = st.recursive(
@@ -92,7 +93,7 @@ def test_parser_total(route, make_request, ctx, body):
     else:
         assert isinstance(outcome, Parsed)
         edge = EdgeContext(request.received_at, ip="198.51.100.1", user_agent="UA")
-        records = RecordBuilder("salt").build(outcome.project_ids, outcome.submissions, edge)
+        records = RecordBuilder(FixedSalts()).build(outcome.project_ids, outcome.submissions, edge)
         assert len(records) == len(outcome.project_ids) * len(outcome.submissions)
         for rec in records:
             assert decode_raw(rec.value) == rec.event

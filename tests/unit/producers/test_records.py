@@ -8,12 +8,14 @@ from eventsieve.config import ProjectSettings
 from producers.edge import EdgeContext
 from producers.model import Submission
 from producers.projects import ProjectDirectory, hash_key
-from producers.records import new_event_id, raw_event, record
-from schemas.canonical import visitor_id
+from producers.records import SaltUnavailableError, new_event_id, raw_event, record
+from producers.salts import FixedSalts
+from schemas.canonical import visitor_id_with
 from schemas.codecs import decode_raw
 from schemas.reasons import EventKind, Source
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+SALTS = FixedSalts()
 EDGE = EdgeContext(
     RECEIVED,
     ip="198.51.100.7",
@@ -34,7 +36,7 @@ def test_record_round_trips_and_is_keyed_by_user():
         client_time=datetime(2026, 3, 1, 11, 59, tzinfo=UTC),
         event_id="e1",
     )
-    rec = record(sub, "alpha", EDGE, "secret")
+    rec = record(sub, "alpha", EDGE, SALTS)
     assert rec.key == b"alpha:u1"
     event = decode_raw(rec.value)
     assert event == rec.event
@@ -64,17 +66,19 @@ def test_anonymous_events_are_keyed_by_the_visitor_id():
         sdk_name="plausible-tracker",
         sdk_version="27",
     )
-    event = raw_event(sub, "alpha", EDGE, "secret")
-    expected = visitor_id("secret", RECEIVED.date(), "198.51.100.7", "UA", "a.example")
+    event = raw_event(sub, "alpha", EDGE, SALTS)
+    salt = SALTS.salt(RECEIVED.date())
+    assert salt is not None
+    expected = visitor_id_with(salt, "198.51.100.7", "UA", "a.example")
     assert event["visitor_id"] == expected
-    assert record(sub, "alpha", EDGE, "secret").key == f"alpha:{expected}".encode()
+    assert record(sub, "alpha", EDGE, SALTS).key == f"alpha:{expected}".encode()
     assert (event["sdk_name"], event["sdk_version"]) == ("plausible-tracker", "27")
     assert event["timestamp"] == event["received_at"]
 
 
 def test_email_keys_lower_case_and_no_ip_no_visitor():
     sub = Submission(Source.VTCDN, EventKind.UPDATE_USER, "$update_user", email="A@B.co")
-    rec = record(sub, "p", EdgeContext(RECEIVED), "s")
+    rec = record(sub, "p", EdgeContext(RECEIVED), SALTS)
     assert rec.key == b"p:a@b.co"
     assert rec.event["visitor_id"] is None
 
@@ -114,5 +118,34 @@ def test_event_ids_are_uuid4_text():
 def test_raw_event_has_exactly_the_schema_fields():
     from schemas.events import RAW_DEFAULTS
 
-    event = raw_event(Submission(Source.NATIVE, EventKind.TRACK, "x"), "p", EDGE, "s")
+    event = raw_event(Submission(Source.NATIVE, EventKind.TRACK, "x"), "p", EDGE, SALTS)
     assert set(event) == {"event_id", "project", "name", "timestamp", "received_at", *RAW_DEFAULTS}
+
+
+class NoSalts:
+    def salt(self, day):  # type: ignore[no-untyped-def]
+        return None
+
+
+def test_the_visitor_id_uses_the_receive_days_salt_whatever_the_client_time():
+    """Only today's salt exists at the edge: a client's old timestamp must not need another."""
+    sub = Submission(Source.PLAUSIBLE, EventKind.TRACK, "$pageview", domain="a.example")
+    old = Submission(
+        Source.PLAUSIBLE,
+        EventKind.TRACK,
+        "$pageview",
+        domain="a.example",
+        client_time=datetime(2020, 1, 1, tzinfo=UTC),
+    )
+    assert (
+        raw_event(sub, "alpha", EDGE, SALTS)["visitor_id"]
+        == raw_event(old, "alpha", EDGE, SALTS)["visitor_id"]
+    )
+
+
+def test_without_a_salt_for_the_day_no_record_is_built():
+    sub = Submission(Source.PLAUSIBLE, EventKind.TRACK, "$pageview", domain="a.example")
+    with pytest.raises(SaltUnavailableError):
+        raw_event(sub, "alpha", EDGE, NoSalts())
+    no_ip = EdgeContext(RECEIVED)
+    assert raw_event(sub, "alpha", no_ip, NoSalts())["visitor_id"] is None
