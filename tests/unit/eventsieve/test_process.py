@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 from eventsieve.stack.process import ManagedProcess
 
@@ -41,8 +42,9 @@ def test_a_foreign_process_behind_a_stale_pid_file_is_not_ours(tmp_path):
 def test_log_tail_reads_the_output(tmp_path):
     proc = sleeper(tmp_path, "eventsieve-test-marker-3")
     proc.start([sys.executable, "-c", "print('hello from the server')", "eventsieve-test-marker-3"])
-    for _ in range(100):
-        if proc.exited():
-            break
-        subprocess.run(["sleep", "0.05"], check=True)
+    # Not "until exited()": before the child has exec'd, its command line lacks
+    # the marker, so it looks exited already. Wait for the output itself.
+    deadline = time.monotonic() + 30
+    while "hello from the server" not in proc.log_tail() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "hello from the server" in proc.log_tail()
