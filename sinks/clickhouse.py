@@ -112,6 +112,14 @@ class ClickHouse:
             raise ClickHouseRejectedError(0, message) from exc
         return len(columns[0])
 
+    def ping(self) -> bool:
+        """Whether the server answers a trivial query now (used while it is down)."""
+        try:
+            self.execute("SELECT 1")
+        except ClickHouseUnavailableError:
+            return False
+        return True
+
     def close(self) -> None:
         self.client.disconnect()
 

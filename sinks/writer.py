@@ -52,7 +52,7 @@ from schemas.errors import DecodeError
 from sinks.batching import Backoff, FlushPolicy, OffsetRanges, dedup_token
 from sinks.clickhouse import ClickHouse
 from sinks.dlq import DlqSender
-from sinks.errors import ClickHouseRejectedError, RowError
+from sinks.errors import ClickHouseRejectedError, ClickHouseUnavailableError, RowError
 from sinks.metrics import SinkMetrics
 from sinks.rows import Batch, Decision
 
@@ -66,6 +66,9 @@ Clock = Callable[[], float]
 _CONSUME_CHUNK = 5_000
 # How often the lag gauge asks the broker for partition end offsets.
 _LAG_INTERVAL_S = 10.0
+# While ClickHouse is down, how often it is asked whether it is back (a
+# connection attempt and SELECT 1: cheap for both sides).
+_PROBE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,7 @@ class SinkWriter:
                     self.metrics.flush_seconds.observe(self.clock() - started)
                     return True
                 except ServiceUnavailableError as exc:
+                    clickhouse_down = isinstance(exc, ClickHouseUnavailableError)
                     self.metrics.retries.inc()
                     if not paused:
                         paused = self.consumer.assignment()
@@ -293,7 +297,7 @@ class SinkWriter:
                         rows=self.batch.rows,
                         offsets=self.offsets.describe(),
                     )
-                    self._wait(delay)
+                    self._wait(delay, probe=clickhouse_down)
                     if self._revoked:
                         return False
         finally:
@@ -377,14 +381,27 @@ class SinkWriter:
             self.metrics.commits_failed.inc()
             log.warning("offset commit failed; the batch may be re-read", error=str(exc))
 
-    def _wait(self, seconds: float) -> None:
-        """Sleep by polling the (paused) consumer: heartbeats and rebalances go on."""
+    def _wait(self, seconds: float, probe: bool = False) -> None:
+        """Sleep by polling the (paused) consumer: heartbeats and rebalances go on.
+
+        With ``probe``, ClickHouse is asked ``SELECT 1`` every
+        ``_PROBE_INTERVAL_S`` meanwhile, and the wait ends as soon as it
+        answers: after an outage the sink writes again within about that
+        interval, however far the backoff has grown.
+        """
         deadline = self.clock() + seconds
+        next_probe = self.clock() + _PROBE_INTERVAL_S
         while (left := deadline - self.clock()) > 0 and not self._revoked:
-            message = self.consumer.poll(min(left, 0.5))
+            wait = min(left, 0.5, max(0.0, next_probe - self.clock())) if probe else min(left, 0.5)
+            message = self.consumer.poll(wait)
             if message is not None:
                 # Fetched before the pause took effect: keep it for the next batch.
                 self._carry.append(message)
+            if probe and self.clock() >= next_probe:
+                if self.clickhouse.ping():
+                    log.info("ClickHouse answers again; retrying now")
+                    return
+                next_probe = self.clock() + _PROBE_INTERVAL_S
 
     def _discard(self) -> None:
         self.batch.clear()

@@ -400,6 +400,39 @@ def test_clickhouse_outage_under_load_loses_nothing_and_the_sink_survives(
     ch.close()
 
 
+def test_the_sink_writes_within_seconds_of_clickhouse_answering_again(
+    test_settings: Settings,
+    sinks: Callable[..., SinkProcess],
+    private_clickhouse: ClickHouseServer,
+) -> None:
+    """However long the backoff has grown, a cheap probe ends the wait once the server answers.
+
+    Before, the sink slept out its backoff (up to retry_max_s) and wrote again
+    3-18 s after ClickHouse was back.
+    """
+    url = f"clickhouse://default:@127.0.0.1:{private_clickhouse.port}/default"
+    bootstrap = test_settings.kafka.bootstrap_servers or ""
+    topic = test_settings.topics.clean
+    group = f"sink-{uuid.uuid4().hex[:8]}"
+    private_clickhouse.start()
+    private_clickhouse.wait_ready(60)
+    backoff = {"EVENTSIEVE_SINK__RETRY_INITIAL_S": "20", "EVENTSIEVE_SINK__RETRY_MAX_S": "30"}
+    sink = sinks(test_settings, group, clickhouse_url=url, **backoff).start()
+    produce(bootstrap, topic, [encode_clean(clean(i)) for i in range(100)])
+    wait_until(lambda: committed_total(bootstrap, group, [topic]) == 100, 60, "the first rows")
+    private_clickhouse.stop()
+    produce(bootstrap, topic, [encode_clean(clean(100 + i)) for i in range(100)])
+    wait_until(lambda: "flush failed, retrying" in sink.output(), 60, "a failed flush")
+    private_clickhouse.start()
+    private_clickhouse.wait_ready(60)
+    answered = time.monotonic()
+    wait_until(lambda: committed_total(bootstrap, group, [topic]) == 200, 60, "the rest")
+    resumed_after = time.monotonic() - answered
+    assert sink.alive(), sink.output()[-2000:]
+    assert resumed_after < 5.0, f"wrote {resumed_after:.1f} s after ClickHouse answered"
+    assert sink.stop() == 0
+
+
 @contextlib.contextmanager
 def running_writer(settings: Settings, metrics: SinkMetrics) -> Iterator[None]:
     """The sink's writer in a thread of this process (migrated first), stopped on exit."""

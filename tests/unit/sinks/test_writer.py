@@ -119,6 +119,9 @@ class ClickHouse:
         self.log.append(("insert", table, len(columns[0]), token))
         return len(columns[0])
 
+    def ping(self) -> bool:
+        return self.failures == 0
+
     def close(self) -> None:
         pass
 
@@ -358,3 +361,33 @@ def test_a_rejected_batch_is_split_until_the_rejected_records_alone_are_parked()
     assert writer.metrics.dlq_records.labels("clickhouse_rejected")._value.get() == 2
     # Halves, then quarters, then single records: 1 + 2 + 4 + 2 attempts rejected at most.
     assert sum(1 for e in log if e[0] == "rejected") <= 9
+
+
+class ClickHouseBackAt(ClickHouse):
+    """Down (refusing inserts and probes) until the clock reaches ``up_at``."""
+
+    def __init__(self, log: list[Any], clock: Clock, up_at: float) -> None:
+        super().__init__(log)
+        self.clock = clock
+        self.up_at = up_at
+
+    def insert_columns(self, table: str, names: Any, columns: Any, token: str | None) -> int:
+        if self.clock.now < self.up_at:
+            self.log.append(("insert failed", table))
+            raise ClickHouseUnavailableError("Connection refused")
+        return super().insert_columns(table, names, columns, token)
+
+    def ping(self) -> bool:
+        return self.clock.now >= self.up_at
+
+
+def test_the_sink_writes_within_a_probe_interval_of_clickhouse_answering_again() -> None:
+    writer, consumer, log, clock = make_writer(max_rows=1)
+    writer.backoff = Backoff(30.0, 30.0, rng=random.Random(1))  # long waits between tries
+    up_at = clock.now + 7.0
+    writer.clickhouse = ClickHouseBackAt(log, clock, up_at)  # type: ignore[assignment]
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1))]
+    writer.step()
+    committed_at = clock.now
+    assert ("commit", [(CLEAN, 0, 1)]) in log
+    assert up_at <= committed_at <= up_at + 1.5  # not the 15-30 s the backoff asked for
