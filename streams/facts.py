@@ -33,6 +33,9 @@ class Facts:
     country: str | None = None
     hostname: str | None = None
     path: str | None = None
+    # Sent with a public credential (a browser's token, or none): its window
+    # anchors never drop a server event (streams.rules.windows).
+    public: bool = False
     source: str = ""  # which input the record came from ("raw", "rekey", "orders")
     offset: int = -1  # its offset there: orders the anchors a record may see
 
@@ -77,6 +80,7 @@ def facts_of(
         country=(raw["country"] or "").upper() or None,
         hostname=hostname,
         path=(parts.path or "/") if parts else None,
+        public=raw["credential"] == "public",
         source=source,
         offset=offset,
     )

@@ -18,6 +18,12 @@ and that of later records. So:
   event still finds the anchor that dropped it.
 
 Together these give a re-delivered record the decision it got the first time.
+
+Trust follows credentials (DESIGN.md): an event sent with a public credential
+must never cause a server event to be dropped. So anchors live in two lanes:
+server events read and write the key itself; public events are judged against
+the server lane *and* their own (``key + "|p"``), and write only their own.
+A browser can thus be dropped because of a server's event, never the reverse.
 """
 
 from __future__ import annotations
@@ -25,23 +31,45 @@ from __future__ import annotations
 from streams.facts import Facts
 from streams.state import State, Value
 
+PUBLIC_LANE = "|p"
+_OWN = ("", -1)  # "the event's own anchor": a redelivery of the same event
+
+
+def _repeat_of(anchors: Value | None, facts: Facts, window_ms: int) -> tuple[str, int] | None:
+    """The ``(event_id, time)`` of the anchor this event repeats, ``_OWN``, or None."""
+    if not anchors:
+        return None
+    event_id, source, offset, time = facts.event_id, facts.source, facts.offset, facts.time
+    for anchor in anchors:
+        if anchor[1] == event_id:
+            return _OWN
+    for anchor_time, anchor_id, anchor_source, anchor_offset in anchors:
+        if anchor_source == source and anchor_offset > offset:
+            continue  # written after this record: not part of its history
+        if abs(time - anchor_time) < window_ms:
+            return anchor_id, anchor_time
+    return None
+
 
 def check_window(
     state: State, key: str, facts: Facts, window_ms: int, grace_ms: int
 ) -> tuple[str, int] | None:
     """Accept (record an anchor, return None) or return the ``(event_id, time)`` it repeats."""
-    time = facts.time
+    if facts.public:
+        server = _repeat_of(state.get(key), facts, window_ms)
+        if server is _OWN:
+            return None
+        if server is not None:
+            return server
+        key += PUBLIC_LANE
     anchors: Value | None = state.get(key)
+    hit = _repeat_of(anchors, facts, window_ms)
+    if hit is _OWN:
+        return None
+    if hit is not None:
+        return hit
+    time = facts.time
     if anchors:
-        event_id, source, offset = facts.event_id, facts.source, facts.offset
-        for anchor in anchors:
-            if anchor[1] == event_id:
-                return None
-        for anchor_time, anchor_id, anchor_source, anchor_offset in anchors:
-            if anchor_source == source and anchor_offset > offset:
-                continue  # written after this record: not part of its history
-            if abs(time - anchor_time) < window_ms:
-                return anchor_id, anchor_time
         newest = max(time, *(a[0] for a in anchors))
         horizon = newest - window_ms - grace_ms
         kept: Value = [a for a in anchors if a[0] >= horizon]

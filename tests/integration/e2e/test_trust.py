@@ -55,3 +55,46 @@ def test_a_public_token_reusing_a_server_events_id_cannot_replace_it(pipeline: S
         ch.close()
     assert rows == [(event_id, "purchase", "accepted", 2)]
     assert final == [("purchase", "u1")]
+
+
+def test_an_unauthenticated_purchase_cannot_claim_a_merchants_order_id(pipeline: Settings):
+    """The hostile case: anyone can post a Plausible purchase with an orderId; the
+    merchant's later confirmation (secret vtcdn key) must not be dropped because of it."""
+    url = endpoint_url(pipeline)
+    order = f"A-{uuid.uuid4().hex[:8]}"
+    forged = {"n": "purchase", "u": "https://example.com/thanks", "p": {"orderId": order}}
+    browser = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/130.0 Safari/537.36"}
+    merchant = {"Authorization": "Bearer demo-vtcdn-key"}
+    confirmation = {
+        "user": {"email": "buyer@example.com"},
+        "event": {"confirmation": {"orderId": order}},
+    }
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post("/api/event", headers=browser, json=forged).status_code == 202
+        time.sleep(1.0)  # the forgery is first, by arrival and by event time
+        assert http.post("/v1/event/", headers=merchant, json=confirmation).status_code == 200
+        time.sleep(1.0)
+        again = {**forged, "u": "https://example.com/thanks?again"}
+        assert http.post("/api/event", headers=browser, json=again).status_code == 202
+    ch = connect(pipeline)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            rows = ch.execute(
+                "SELECT argMax(source, version), argMax(decision, version), "
+                "argMax(drop_reason, version) "
+                f"FROM {ch.database}.events "
+                "WHERE order_id = %(order)s OR has(property_values, %(order)s) "
+                "GROUP BY event_id",
+                {"order": order},
+            )
+            if len(rows) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        ch.close()
+    assert sorted(rows) == [
+        ("plausible", "accepted", ""),  # the first browser purchase: it may add an event
+        ("plausible", "dropped", "duplicate_order"),  # the second: the order is taken
+        ("vtcdn", "accepted", ""),  # the merchant's confirmation is never dropped by a browser
+    ]
