@@ -304,3 +304,30 @@ def dropped_event(
     out["stage"] = str(stage)
     out["detail"] = detail
     return out  # type: ignore[return-value]
+
+
+# A DLQ record must fit where the original may not have: Kafka's 1,000,000-byte
+# message limit, with its envelope (error text, headers, position). Keys and
+# values are cut to this many bytes, headers to 64 of 4 KiB, and the error says so.
+MAX_DLQ_PAYLOAD_BYTES = 256_000
+
+
+def bounded_dlq_payload(
+    key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], str]:
+    """Key, value and headers cut to fit a DLQ record, and a note of what was cut ('' if nothing).
+
+    An oversized record must not stop the stage that parks it: its first
+    bytes are kept, so it can still be looked at and, once cured, re-driven.
+    """
+    cut = []
+    if key is not None and len(key) > MAX_DLQ_PAYLOAD_BYTES:
+        cut.append(f"key truncated to {MAX_DLQ_PAYLOAD_BYTES} of {len(key)} bytes")
+        key = key[:MAX_DLQ_PAYLOAD_BYTES]
+    if value is not None and len(value) > MAX_DLQ_PAYLOAD_BYTES:
+        cut.append(f"value truncated to {MAX_DLQ_PAYLOAD_BYTES} of {len(value)} bytes")
+        value = value[:MAX_DLQ_PAYLOAD_BYTES]
+    kept = [(k[:256], v if v is None else v[:4096]) for k, v in headers[:64]]
+    if kept != headers:
+        cut.append("headers truncated to 64 of at most 256 + 4096 bytes each")
+    return key, value, kept, "; ".join(cut)

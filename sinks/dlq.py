@@ -14,14 +14,11 @@ from typing import Any
 from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codecs import encode_dlq
-from schemas.events import DlqRecord, now_ms
+from schemas.events import MAX_DLQ_PAYLOAD_BYTES, DlqRecord, bounded_dlq_payload, now_ms
 from schemas.reasons import Stage
 from sinks.errors import DlqUnavailableError
 
-# A DLQ record must fit where the original did not: Kafka's 1,000,000-byte
-# message limit, with the envelope (error text, headers, position). Payloads
-# are cut to this many bytes, and the error says so.
-MAX_PAYLOAD_BYTES = 256_000
+MAX_PAYLOAD_BYTES = MAX_DLQ_PAYLOAD_BYTES
 
 
 def dlq_record(
@@ -39,23 +36,12 @@ def dlq_record(
 ) -> DlqRecord:
     """The DlqRecord of one consumed record that failed in the sink.
 
-    A key or value over ``MAX_PAYLOAD_BYTES`` is truncated (its first bytes
-    kept, the error saying how much there was), so a DLQ record is never too
-    large for Kafka: an oversized record must not stop the stage that parks it.
+    Key, value and headers are bounded (``schemas.events.bounded_dlq_payload``),
+    so a DLQ record is never too large for Kafka.
     """
-    cut = []
-    if key is not None and len(key) > MAX_PAYLOAD_BYTES:
-        cut.append(f"key truncated to {MAX_PAYLOAD_BYTES} of {len(key)} bytes")
-        key = key[:MAX_PAYLOAD_BYTES]
-    if value is not None and len(value) > MAX_PAYLOAD_BYTES:
-        cut.append(f"value truncated to {MAX_PAYLOAD_BYTES} of {len(value)} bytes")
-        value = value[:MAX_PAYLOAD_BYTES]
-    all_headers = list(headers or ())
-    kept_headers = [(k[:256], v if v is None else v[:4096]) for k, v in all_headers[:64]]
-    if kept_headers != all_headers:
-        cut.append("headers truncated to 64 of at most 256 + 4096 bytes each")
+    key, value, kept_headers, cut = bounded_dlq_payload(key, value, list(headers or ()))
     if cut:
-        error = "; ".join(cut) + ": " + error
+        error = f"{cut}: {error}"
     return {
         "key": key,
         "value": value,

@@ -15,6 +15,11 @@ Paths of a raw record::
         ─drop─▶ dropped
     order event ─▶ orders (key project:order_id) ─▶ on_order ─▶ clean | dropped
     else ─▶ clean
+
+Any output too large for Kafka (over ``MAX_OUTPUT_BYTES``: a record published
+straight to ``events.raw`` near the broker's limit grows by its derived fields)
+goes to the DLQ instead (``too_large``, payload truncated): a send that fails on
+every retry would otherwise stop the stream or lose the record.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ from eventsieve.config import Settings
 from schemas.codecs import decode_raw as _decode_raw
 from schemas.codecs import encode_clean, encode_dlq, encode_dropped, encode_raw
 from schemas.errors import DecodeError
-from schemas.events import RawEvent, clean_event, derived_event_id, dropped_event, now_ms
+from schemas.events import (
+    RawEvent,
+    bounded_dlq_payload,
+    clean_event,
+    derived_event_id,
+    dropped_event,
+    now_ms,
+)
 from schemas.reasons import Stage
 from streams.decision import Dropped
 from streams.enrich import Enriched, Enricher
@@ -38,6 +50,14 @@ from streams.state import State
 from streams.useragents import UserAgents
 
 Header = tuple[str, bytes | None]
+
+# librdkafka refuses messages over message.max.bytes (1,000,000 by default);
+# the key, headers and framing need the rest.
+MAX_OUTPUT_BYTES = 950_000
+# An input this large could not leave as a clean or dropped record (the derived
+# fields add about a kilobyte): it goes to the DLQ before any rule sees it, so
+# no state is written for an event that is not decided.
+MAX_INPUT_BYTES = MAX_OUTPUT_BYTES - 16_384
 
 
 class Sink(StrEnum):
@@ -106,6 +126,22 @@ class Processor:
 
     def on_raw(self, record: Record, state: State, *, check_partition: bool = True) -> Outcome:
         """Decide a raw record. ``check_partition`` is off for the re-key topic."""
+        return self._bounded(self._on_raw(record, state, check_partition), record)
+
+    def on_order(self, record: Record, state: State) -> Outcome:
+        """Decide an order event (from ``events.orders``) on orderId uniqueness."""
+        return self._bounded(self._on_order(record, state), record)
+
+    def _bounded(self, outcome: Outcome, record: Record) -> Outcome:
+        """The outcome, or a DLQ outcome when one of its outputs is too large for Kafka."""
+        for out in outcome.outputs:
+            if len(out.value) > MAX_OUTPUT_BYTES:
+                size, limit = len(out.value), MAX_OUTPUT_BYTES
+                error = f"the {out.sink} record would be {size} bytes (at most {limit})"
+                return self._dlq(record, "too_large", error, Stage.DECODE, outcome.event_id)
+        return outcome
+
+    def _on_raw(self, record: Record, state: State, check_partition: bool) -> Outcome:
         enriched = self._decode_enrich(record, "raw" if check_partition else "rekey")
         if not isinstance(enriched, Enriched):
             return enriched
@@ -132,8 +168,7 @@ class Processor:
             return Outcome([out], Sink.ORDERS, event_id, event_time=enriched.facts.time)
         return self._clean(enriched, record, key, self.checks)
 
-    def on_order(self, record: Record, state: State) -> Outcome:
-        """Decide an order event (from ``events.orders``) on orderId uniqueness."""
+    def _on_order(self, record: Record, state: State) -> Outcome:
         enriched = self._decode_enrich(record, "orders")
         if not isinstance(enriched, Enriched):
             return enriched
@@ -146,6 +181,9 @@ class Processor:
     def _decode_enrich(self, record: Record, source: str) -> Enriched | Outcome:
         if record.value is None:
             return self._dlq(record, "tombstone", "record has no value", Stage.DECODE)
+        if len(record.value) > MAX_INPUT_BYTES:
+            error = f"{len(record.value)} bytes: at most {MAX_INPUT_BYTES} can be carried on"
+            return self._dlq(record, "too_large", error, Stage.DECODE)
         try:
             raw = decode_raw(record)
         except DecodeError as exc:
@@ -211,10 +249,15 @@ class Processor:
         stage: Stage,
         event_id: str | None = None,
     ) -> Outcome:
+        key, value, headers, cut = bounded_dlq_payload(
+            record.key, record.value, list(record.headers)
+        )
+        if cut:
+            error = f"{cut}: {error}"
         dlq = {
-            "key": record.key,
-            "value": record.value,
-            "headers": [{"key": k, "value": v} for k, v in record.headers],
+            "key": key,
+            "value": value,
+            "headers": [{"key": k, "value": v} for k, v in headers],
             "topic": record.topic,
             "partition": record.partition,
             "offset": record.offset,

@@ -184,3 +184,30 @@ def test_out_of_tolerance_client_time_uses_received_at(processor):
     # 1 s after the first, so it is a duplicate.
     late = raw(timestamp=T0 + 3_600_000, received_at=T0 + 1000)
     assert feed(processor, state, late).sink is Sink.DROPPED
+
+
+def test_a_record_too_large_to_carry_on_goes_to_the_dlq_truncated(processor):
+    """A record published straight to events.raw near the broker's limit: the clean
+    record it would become is over Kafka's message size, so it is parked, not lost."""
+    state = InMemoryState()
+    big = raw(properties={"blob": "x" * 960_000})
+    out = feed(processor, state, big)
+    assert out.sink is Sink.DLQ
+    assert out.error == "too_large"
+    [o] = out.outputs
+    assert len(o.value) < 1_000_000
+    dlq = decode_dlq(o.value)
+    assert len(dlq["value"]) == 256_000
+    assert dlq["error"].startswith("value truncated to 256000 of ")
+    assert state.get(f"d|{big['event_id']}") is None
+    # The stream goes on: the next event is decided as usual.
+    assert feed(processor, state, raw(name="after")).sink is Sink.CLEAN
+
+
+def test_an_output_that_grew_too_large_goes_to_the_dlq(processor, monkeypatch):
+    import streams.processor as module
+
+    monkeypatch.setattr(module, "MAX_OUTPUT_BYTES", 2_000)
+    out = feed(processor, InMemoryState(), raw(properties={"blob": "x" * 2_500}))
+    assert (out.sink, out.error) == (Sink.DLQ, "too_large")
+    assert "clean record would be" in decode_dlq(out.outputs[0].value)["error"]
