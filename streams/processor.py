@@ -214,6 +214,9 @@ class Processor:
             os=agent.os,
             os_version=agent.os_version,
             device=agent.device,
+            # The event time decided with (schemas: client time only within the
+            # tolerance): a forged 2099 or 1971 is never stored as the event time.
+            timestamp=e.facts.time,
         )
         out = Output(Sink.CLEAN, key, encode_clean(event))
         return Outcome([out], Sink.CLEAN, e.raw["event_id"], event_time=e.facts.time)
@@ -237,6 +240,7 @@ class Processor:
             os=agent.os,
             os_version=agent.os_version,
             device=agent.device,
+            timestamp=e.facts.time,
         )
         out = Output(Sink.DROPPED, key, encode_dropped(event))
         return Outcome([out], Sink.DROPPED, e.raw["event_id"], dropped, event_time=e.facts.time)

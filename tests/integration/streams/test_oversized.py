@@ -8,7 +8,10 @@ gone without a trace. Now it is parked in the DLQ (truncated, reason
 
 from __future__ import annotations
 
+from confluent_kafka import Producer
+
 from eventsieve.config import Settings
+from eventsieve.services import kafka_bootstrap
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import new_raw_event
@@ -34,10 +37,18 @@ def _keyed(event_id: str, **fields) -> tuple[int, bytes, bytes]:
 def test_a_record_too_large_to_carry_on_is_parked_and_the_stream_goes_on(
     test_settings: Settings, worker_factory, kit
 ):
-    big = _keyed("huge", properties={"blob": "x" * 960_000})
-    assert len(big[2]) > 960_000
-    records = [kit.Raw(*big), *(kit.Raw(*_keyed(f"after-{i}", name=f"e{i}")) for i in range(5))]
-    kit.publish(test_settings, records)
+    # Under the broker's limit (1,048,588 bytes); the clean record it would
+    # become, with the derived fields, is over librdkafka's 1,000,000.
+    partition, key, value = _keyed("huge", properties={"blob": "x" * 999_900})
+    assert 999_900 < len(value) < 1_040_000
+    producer = Producer(
+        {"bootstrap.servers": kafka_bootstrap(test_settings), "message.max.bytes": 1_048_576}
+    )
+    producer.produce(test_settings.topics.raw, key=key, value=value, partition=partition)
+    assert producer.flush(30) == 0
+    after = [kit.Raw(*_keyed(f"after-{i}", name=f"e{i}")) for i in range(5)]
+    kit.publish(test_settings, after)
+    records = [None, *after]
     worker = worker_factory(test_settings)
     found = kit.collect(test_settings, len(records), [worker])
     final = found.final()

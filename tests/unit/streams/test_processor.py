@@ -211,3 +211,20 @@ def test_an_output_that_grew_too_large_goes_to_the_dlq(processor, monkeypatch):
     out = feed(processor, InMemoryState(), raw(properties={"blob": "x" * 2_500}))
     assert (out.sink, out.error) == (Sink.DLQ, "too_large")
     assert "clean record would be" in decode_dlq(out.outputs[0].value)["error"]
+
+
+@pytest.mark.parametrize("claimed", [4_102_444_800_000, 31_536_000_000])  # 2100, 1971
+def test_a_forged_client_time_is_never_stored_as_the_event_time(processor, claimed):
+    state = InMemoryState()
+    clean = decode_clean(feed(processor, state, raw(timestamp=claimed)).outputs[0].value)
+    assert clean["timestamp"] == clean["received_at"] == T0
+    bot = raw(timestamp=claimed, user_agent="Googlebot/2.1 (+http://www.google.com/bot.html)")
+    dropped = decode_dropped(feed(processor, state, bot).outputs[0].value)
+    assert dropped["timestamp"] == T0
+
+
+def test_a_client_time_within_the_tolerance_is_kept(processor):
+    clean = decode_clean(
+        feed(processor, InMemoryState(), raw(timestamp=T0 - 60_000)).outputs[0].value
+    )
+    assert clean["timestamp"] == T0 - 60_000
