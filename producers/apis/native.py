@@ -100,6 +100,7 @@ def event_from_json(data: Any, prefix: str = "", idempotency_key: str | None = N
     if name is None:
         raise Invalid(f"{prefix}name", "is required")
     properties = string_map(data.get("properties"), f"{prefix}properties")
+    client_id = _str(data, "event_id", prefix, 128)
     if len(properties) > MAX_PROPERTIES:
         raise Invalid(f"{prefix}properties", f"must have at most {MAX_PROPERTIES} keys")
     return Submission(
@@ -123,10 +124,12 @@ def event_from_json(data: Any, prefix: str = "", idempotency_key: str | None = N
         ),
         client_time=timestamp(data.get("timestamp"), f"{prefix}timestamp"),
         # Ids are assigned here, not at encoding, so the answer can name them.
-        event_id=_str(data, "event_id", prefix, 128) or new_event_id(),
+        event_id=client_id or new_event_id(),
         context_id=_str(data, "context_id", prefix),
         order_id=_str(data, "order_id", prefix),
-        idempotency_key=_str(data, "idempotency_key", prefix) or idempotency_key,
+        # A client's own event id is its idempotency key too (DESIGN: dedup on
+        # that key over 24 h): the same id sent again is a copy, not an event.
+        idempotency_key=_str(data, "idempotency_key", prefix) or idempotency_key or client_id,
     )
 
 

@@ -10,7 +10,9 @@ Why event ids and positions: at-least-once delivery means a record can be
 decided again after a crash, against state that already holds its own effect
 and that of later records. So:
 
-- an anchor with the event's own id means "this very event, again": accepted;
+- an anchor with the event's own id *and time* means "this very record,
+  again": accepted. The same id at another time is another record reusing
+  the id (a client re-sending it without a timestamp), judged like any other;
 - anchors written by *later* records of the same source partition (same
   ``source``, higher ``offset``) are ignored: they did not exist when the
   record was first decided;
@@ -41,7 +43,7 @@ def _repeat_of(anchors: Value | None, facts: Facts, window_ms: int) -> tuple[str
         return None
     event_id, source, offset, time = facts.event_id, facts.source, facts.offset, facts.time
     for anchor in anchors:
-        if anchor[1] == event_id:
+        if anchor[1] == event_id and anchor[0] == time:
             return _OWN
     for anchor_time, anchor_id, anchor_source, anchor_offset in anchors:
         if anchor_source == source and anchor_offset > offset:

@@ -3,6 +3,7 @@ events, never replace or drop what a server sent with its secret key."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 
@@ -36,7 +37,9 @@ def _rows(ch: ClickHouse, event_ids: list[str], wanted: int, timeout: float = 90
 def test_a_public_token_reusing_a_server_events_id_cannot_replace_it(pipeline: Settings):
     url = endpoint_url(pipeline)
     event_id = f"order-{uuid.uuid4().hex[:8]}"
-    stamp = "2026-11-30T12:00:00Z"
+    # A time within the tolerance, so it is the event time of both (a forged
+    # far time would be replaced by each one's receive time: two rows apart).
+    stamp = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=30)).isoformat()
     real = {"event_id": event_id, "name": "purchase", "user_id": "u1", "timestamp": stamp}
     forged = {**real, "name": "refund", "user_id": "u2"}
     with httpx.Client(base_url=url, timeout=30) as http:
@@ -98,3 +101,21 @@ def test_an_unauthenticated_purchase_cannot_claim_a_merchants_order_id(pipeline:
         ("plausible", "dropped", "duplicate_order"),  # the second: the order is taken
         ("vtcdn", "accepted", ""),  # the merchant's confirmation is never dropped by a browser
     ]
+
+
+def test_an_event_id_sent_twice_without_a_timestamp_counts_once(pipeline: Settings):
+    url = endpoint_url(pipeline)
+    event_id = f"client-{uuid.uuid4().hex[:8]}"
+    event = {"event_id": event_id, "name": "signup", "user_id": "u-resend"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        assert http.post("/v1/events", headers=SERVER, json=event).status_code == 202
+        time.sleep(2.0)  # another receive time: no timestamp, so another event time
+        assert http.post("/v1/events", headers=SERVER, json=event).status_code == 202
+    ch = connect(pipeline)
+    try:
+        rows = _rows(ch, [event_id], wanted=2)
+    finally:
+        ch.close()
+    # Two records reached ClickHouse (the copy is kept, as a drop); the event
+    # itself has one decision, accepted, and counts once.
+    assert rows == [(event_id, "signup", "accepted", 2)]

@@ -124,3 +124,16 @@ class TestIdempotencyKey:
         assert rule(make_facts(idempotency_key="k1", user_key="u2"), state) is None
         assert rule(make_facts(idempotency_key="k1", project="other"), state) is None
         assert rule(make_facts(idempotency_key="k2", user_key="u1"), state) is None
+
+
+def test_an_event_id_sent_again_at_another_time_is_a_copy_not_a_redelivery(make_facts):
+    """A redelivered record has its own id *and* time; a client re-sending the id
+    without a timestamp gets another time and is a copy (dropped, ranked below)."""
+    rule, state = IdempotencyDedup(24 * 60 * MIN, GRACE), InMemoryState()
+    first = make_facts(event_id="client-1", idempotency_key="client-1", time=T0)
+    assert rule(first, state) is None
+    assert rule(first, state) is None  # the same record again: its first decision
+    resent = make_facts(event_id="client-1", idempotency_key="client-1", time=T0 + 2_000)
+    dropped = rule(resent, state)
+    assert dropped is not None
+    assert dropped.reason is DropReason.DUPLICATE_IDEMPOTENCY_KEY
