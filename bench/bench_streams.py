@@ -378,8 +378,8 @@ def restore_rate(bootstrap: str, settings: Settings, env: dict[str, str]) -> Non
     keys = sum(len(s) for s in stores.values())
     size = sum(len(k) + len(v) for s in stores.values() for k, v in s.items())
     print(
-        f"  restore: {read:,} changelog records -> {keys:,} keys in {elapsed:.1f}s "
-        f"({keys / elapsed:,.0f} keys/s; {size / max(1, keys):,.0f} bytes/key as stored)"
+        f"  restore: {read:,} changelog records ({read / elapsed:,.0f}/s) -> {keys:,} live keys "
+        f"in {elapsed:.1f}s; {size / max(1, keys):,.0f} bytes/key as stored"
     )
 
 
