@@ -96,11 +96,17 @@ def test_an_unauthenticated_purchase_cannot_claim_a_merchants_order_id(pipeline:
             time.sleep(0.5)
     finally:
         ch.close()
-    assert sorted(rows) == [
-        ("plausible", "accepted", ""),  # the first browser purchase: it may add an event
-        ("plausible", "dropped", "duplicate_order"),  # the second: the order is taken
-        ("vtcdn", "accepted", ""),  # the merchant's confirmation is never dropped by a browser
-    ]
+    assert len(rows) == 3
+    # The merchant's confirmation is never dropped because of a browser's event.
+    assert ("vtcdn", "accepted", "") in rows
+    # A browser's purchase may add an event while the order id is free (the
+    # forgery, if it reached events.orders first), never after: whichever way
+    # the records met on events.orders, at most one browser purchase is kept.
+    browsers = sorted(row for row in rows if row[0] == "plausible")
+    assert browsers in (
+        [("plausible", "accepted", ""), ("plausible", "dropped", "duplicate_order")],
+        [("plausible", "dropped", "duplicate_order")] * 2,
+    )
 
 
 def test_an_event_id_sent_twice_without_a_timestamp_counts_once(pipeline: Settings):

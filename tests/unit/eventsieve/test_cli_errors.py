@@ -98,10 +98,11 @@ def test_serve_with_external_kafka_refuses_a_default_or_weak_secret(
     assert "EVENTSIEVE_PRIVACY__SALT_SECRET" in line
 
 
-def test_a_strong_secret_or_the_local_stack_passes_the_check() -> None:
+def test_a_strong_secret_or_the_local_stack_passes_the_check(monkeypatch) -> None:
     from eventsieve.cli.serve import secret_problem
     from eventsieve.config import load_settings
 
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
     local = load_settings(CONFIG)
     assert local.kafka.bootstrap_servers is None
     assert secret_problem(local) is None  # make run: the development default is fine
