@@ -92,6 +92,9 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
     return {
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
+        # The stream writes in transactions: only committed decisions are rows
+        # (librdkafka's default, said here so no override can lose it).
+        "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
