@@ -37,6 +37,7 @@ from eventsieve.services import kafka_bootstrap
 from sinks.clickhouse import ClickHouse
 from sinks.ddl import quote_identifier
 from sinks.errors import ClickHouseUnavailableError
+from streams.names import rekey_topic
 from streams.partitioning import partition_for
 from streams.processor import Output, Record, Sink
 from streams.replay import (
@@ -138,7 +139,7 @@ def run_replay(settings: Settings, options: ReplayOptions) -> ReplayReport:
             )
         before = latest_decisions(settings, span)
         replayer = Replayer(
-            settings, span, checkpoint.decided_at, rekey_topic=_rekey_topic(settings)
+            settings, span, checkpoint.decided_at, rekey_topic=rekey_topic(settings)
         )
         report = ReplayReport(
             span=span,
@@ -426,8 +427,3 @@ def _partition_count(settings: Settings, topic: str) -> int:
     if found is None or found.error is not None or not found.partitions:
         raise ReplayError(f"topic {topic!r} does not exist")
     return len(found.partitions)
-
-
-def _rekey_topic(settings: Settings) -> str:
-    # Same name as streams.app.rekey_topic, without importing Faust for a name.
-    return f"{settings.streams.app_id}-{settings.topics.raw}-rekey"
