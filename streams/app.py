@@ -51,14 +51,14 @@ from eventsieve.config import Settings
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
 from streams.metrics import StreamMetrics
-from streams.names import rekey_topic
+from streams.names import ORDER_STORE, USER_STORE, rekey_topic
 from streams.processor import Outcome, Processor, Record, Sink
 from streams.tables import TableState
 
 log = get_logger(__name__)
 
-USER_TABLE = "user-state"
-ORDER_TABLE = "order-state"
+USER_TABLE = USER_STORE
+ORDER_TABLE = ORDER_STORE
 
 
 def broker_url(bootstrap: str) -> str:

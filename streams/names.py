@@ -20,3 +20,8 @@ def changelog_topic(settings: Settings, store: str) -> str:
     differently, so switching engines never reads the other's changelog.
     """
     return f"{settings.streams.app_id}-{store}-store-changelog"
+
+
+def faust_changelog_topic(settings: Settings, table: str) -> str:
+    """The changelog topic Faust keeps for one of its tables (``<app_id>-<table>-changelog``)."""
+    return f"{settings.streams.app_id}-{table}-changelog"

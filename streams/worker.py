@@ -21,7 +21,13 @@ from eventsieve.logging import configure_logging, get_logger
 from eventsieve.services import kafka_bootstrap
 from streams.errors import StreamsError
 from streams.metrics import StreamMetrics
-from streams.names import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
+from streams.names import (
+    ORDER_STORE,
+    USER_STORE,
+    changelog_topic,
+    faust_changelog_topic,
+    rekey_topic,
+)
 
 log = get_logger(__name__)
 
@@ -38,16 +44,19 @@ def prepare_topics(settings: Settings) -> None:
     ensure_eventsieve_topics(settings)
     ensure_topics(bootstrap, [rekey_topic(settings)], topics.partitions, topics.replication_factor)
     names: tuple[str, ...] = (topics.raw, topics.orders, rekey_topic(settings))
-    if settings.streams.engine == "kafka":
-        changelogs = [changelog_topic(settings, store) for store in (USER_STORE, ORDER_STORE)]
-        ensure_topics(
-            bootstrap,
-            changelogs,
-            topics.partitions,
-            topics.replication_factor,
-            config={"cleanup.policy": "compact"},
-        )
-        names = (*names, *changelogs)
+    # Every changelog exists, with the partitions of its source, before any
+    # consumer starts: Faust's assignor ignores a changelog topic not yet in
+    # the cluster metadata, and its agent then fails on every record of it.
+    name_of = changelog_topic if settings.streams.engine == "kafka" else faust_changelog_topic
+    changelogs = [name_of(settings, store) for store in (USER_STORE, ORDER_STORE)]
+    ensure_topics(
+        bootstrap,
+        changelogs,
+        topics.partitions,
+        topics.replication_factor,
+        config={"cleanup.policy": "compact"},
+    )
+    names = (*names, *changelogs)
     partitions = _partition_counts(bootstrap, names)
     for name in names:
         found = partitions[name]
