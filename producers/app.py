@@ -40,7 +40,7 @@ from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
 from producers.apis import ALL_ROUTES
 from producers.apis.base import ParseContext, Route
-from producers.edge import IpNetwork, edge_context, parse_networks
+from producers.edge import IpNetwork, client_ip, edge_context, parse_networks
 from producers.errors import PublishError, Rejection
 from producers.idempotency import IdempotencyStore, fingerprint, scope_key
 from producers.limits import EdgeLimits
@@ -186,7 +186,11 @@ class RouteHandler:
         limits = self.endpoint.limits
         client = scope.get("client")
         peer = client[0] if client else None
-        wait = self.endpoint.failed_auth.wait(peer)
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        # Failed authentication is counted per client, which behind a trusted
+        # proxy is the forwarded address, not the proxy's.
+        address, _ = client_ip(peer, headers.get("x-forwarded-for"), self.endpoint.trusted)
+        wait = self.endpoint.failed_auth.wait(address)
         if wait > 0:
             return self.rejected(self.route.errors.rate_limited(retry_after_seconds(wait)))
         try:
@@ -195,7 +199,6 @@ class RouteHandler:
             return self.rejected(self.route.errors.too_large(self.max_body))
         except _TimedOut:
             return self.rejected(self.route.errors.request_timeout(limits.body_timeout_s))
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         query = scope.get("query_string", b"")
         http = HttpRequest(
             method=scope["method"],
@@ -217,7 +220,7 @@ class RouteHandler:
             return await self._idempotent(http, peer, key)
         except Rejection as rejection:
             if rejection.status in (401, 403):
-                self.endpoint.failed_auth.failed(peer)
+                self.endpoint.failed_auth.failed(address)
             return self.rejected(rejection)
 
     def rejected(self, rejection: Rejection) -> Answer:

@@ -215,3 +215,24 @@ def test_the_error_shapes_of_the_new_answers_are_json(make_settings, serve):
         )
         assert refused.status_code == 431
         assert refused.json() == {"errors": {"headers": [refused.json()["errors"]["headers"][0]]}}
+
+
+def test_behind_a_trusted_proxy_failed_authentication_is_counted_per_client(make_settings, serve):
+    ep = serve(
+        make_settings(trusted_proxies=("127.0.0.1",)), limits=EdgeLimits(failed_auth_per_minute=3)
+    )
+    wrong = {"Authorization": "Bearer guess"}
+    with httpx.Client(base_url=ep.url, timeout=10) as http:
+        guesser = {**wrong, "X-Forwarded-For": "203.0.113.1"}
+        statuses = [
+            http.post("/v1/events", headers=guesser, json={"name": "x"}).status_code
+            for _ in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+        neighbour = {"X-Forwarded-For": "203.0.113.2"}
+        assert (
+            http.post("/v1/events", headers={**wrong, **neighbour}, json={"name": "x"}).status_code
+            == 401
+        )
+        mine = {**NATIVE_PUBLIC, **neighbour}
+        assert http.post("/v1/events", headers=mine, json={"name": "x"}).status_code == 202
