@@ -627,7 +627,7 @@ def send_generated(pipeline: Pipeline, draw_record: tuple, salt: bytes) -> None:
         project = fields["project"] if isinstance(fields["project"], str) else "demo"
         user = fields.get("user_id") if isinstance(fields.get("user_id"), str) else None
         key, partition = _routed(project, user or "anon")
-        if key_choice == "random":
+        if key_choice == "random" and not empty_id:
             key, partition = salt, salt[-1] % 3 if salt else 1
         elif key_choice == "none":
             key = None
