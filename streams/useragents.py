@@ -3,6 +3,12 @@
 Both are regex-heavy (about 200 µs and 50 µs for a new string) while user
 agents repeat heavily, so results are cached per user-agent string in a
 bounded LRU. The cache only remembers pure results: it never changes one.
+
+crawlerdetect's time grows with the square of a string's length (16,000
+letters: about 40 s; 512: 25 ms): a hostile user agent must not hold the
+stream. No browser sends more than a few hundred characters, so a user agent
+over ``MAX_USER_AGENT_CHARS`` is a bot by its length alone, and only the first
+``DETECTED_CHARS`` of the others are matched (where every crawler names itself).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class UserAgentInfo:
 
 
 _EMPTY = UserAgentInfo(None, None, None, None, None, None)
+MAX_USER_AGENT_CHARS = 512
+DETECTED_CHARS = 256
+OVERSIZED = "oversized user agent"
 
 
 class UserAgents:
@@ -46,13 +55,16 @@ class UserAgents:
     def _info(self, user_agent: str) -> UserAgentInfo:
         if not user_agent:
             return _EMPTY
+        if len(user_agent) > MAX_USER_AGENT_CHARS:
+            return UserAgentInfo(OVERSIZED, None, None, None, None, None)
+        head = user_agent[:DETECTED_CHARS]
         bot: str | None = None
-        headless = _HEADLESS.search(user_agent)
+        headless = _HEADLESS.search(head)
         if headless:
             bot = headless.group(0)
-        elif self._crawlers.isCrawler(user_agent):
+        elif self._crawlers.isCrawler(head):
             bot = (self._crawlers.getMatches() or "crawler").strip() or "crawler"
-        parsed = ua_parser.parse(user_agent)
+        parsed = ua_parser.parse(head)
         agent, os_, device = parsed.user_agent, parsed.os, parsed.device
         return UserAgentInfo(
             bot=bot,

@@ -824,12 +824,6 @@ def test_generated_raw_records_never_stop_the_stream_or_the_sink(
     running.assert_alive()
 
 
-@pytest.mark.xfail(
-    reason="bot detection (crawlerdetect, streams/useragents.py) takes time quadratic in the"
-    " length of a user agent: 16,000 letters, what the endpoint's 16 KiB header cap lets"
-    " through, hold the worker for about 40 s per distinct user agent",
-    strict=True,
-)
 def test_a_long_user_agent_does_not_stall_the_stream(pipeline_settings: Settings, worker_and_sink):
     running = worker_and_sink(pipeline_settings)
     pipeline = Pipeline(pipeline_settings)

@@ -159,3 +159,24 @@ class TestShields:
     def test_other_projects_have_their_own_shields(self, rule, make_facts):
         assert self.check(rule, make_facts, project="open", ip="203.0.113.9") is None
         assert self.check(rule, make_facts, project="unknown", country="XX") is None
+
+
+def test_a_hostile_user_agent_is_judged_in_bounded_time() -> None:
+    """crawlerdetect is quadratic in length: 16,000 letters took about 40 s."""
+    import time
+
+    from streams.useragents import MAX_USER_AGENT_CHARS, OVERSIZED, UserAgents
+
+    agents = UserAgents(cache_size=0)
+    started = time.perf_counter()
+    assert agents.info("x" * 16_000).bot == OVERSIZED
+    assert agents.info("y" * (MAX_USER_AGENT_CHARS + 1)).bot == OVERSIZED
+    assert agents.info("z" * MAX_USER_AGENT_CHARS).bot is None
+    assert time.perf_counter() - started < 5  # generous: about 10 ms on this machine
+    chrome = (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        "Chrome/131.0.0.0 Safari/537.36"
+    )
+    assert agents.info(chrome).bot is None
+    assert agents.info(chrome).browser == "Chrome"
+    assert agents.info("Mozilla/5.0 (compatible; Googlebot/2.1)").bot is not None
