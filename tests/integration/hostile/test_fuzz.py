@@ -259,7 +259,9 @@ HUGE_NUMBERS = st.sampled_from(
         Fragment("-9223372036854775809"),
     ]
 )
-DEEP = st.integers(2, 5_000).flatmap(
+# Up to orjson's depth limits (254 to encode, 1024 to decode) and past the decoder's;
+# 255..1024 inside a Vero tag list crashes the parser: see the xfail test below.
+DEEP = st.one_of(st.integers(2, 250), st.integers(1_025, 5_000)).flatmap(
     lambda depth: st.sampled_from(
         [Fragment("[" * depth + "1" + "]" * depth), Fragment('{"a":' * depth + "1" + "}" * depth)]
     )
@@ -418,6 +420,23 @@ def test_generated_requests_get_documented_answers_and_never_a_5xx(fuzz_endpoint
         assert (health.status_code, health.text) == (200, "ok")
 
 
+@pytest.mark.xfail(
+    reason="producers/parsing.py stringify() lets orjson's TypeError (recursion limit, 254"
+    " levels) out of the Vero tags parser: the dispatcher's catch-all answers 'body could not"
+    " be processed' and logs the whole traceback",
+    strict=True,
+)
+def test_deeply_nested_vero_tags_get_a_validation_answer(fuzz_endpoint):
+    route = next(r for r in ALL_ROUTES if r.path.endswith("/users/tags/edit"))
+    nested = "[" * 300 + '"t"' + "]" * 300
+    body = f'{{"id": "deep", "add": {nested}}}'.encode()
+    with httpx.Client(base_url=fuzz_endpoint.url, timeout=30) as http:
+        response = http.put(route.path, params=VERO, content=body)
+        assert http.get("/healthz", timeout=2).status_code == 200
+    assert response.status_code in (200, 400), response.text
+    assert "could not be processed" not in response.text  # the parser raised
+
+
 def _raw_values(bootstrap: str, topic: str, timeout: float = 20.0) -> list[bytes]:
     """Every record value of a one-partition topic, up to its end now."""
     consumer = Consumer(
@@ -518,8 +537,9 @@ RAW_FIELDS = st.fixed_dictionaries(
         "user_properties": TEXT_MAP,
         "user_properties_unset": st.lists(TEXT, max_size=3),
         "ip": OPTIONAL_TEXT | st.sampled_from(["1.2.3.4", "::1", "999.1.1.1", "10.0.0.0/8"]),
-        # Short here: a long one stalls the worker (see the xfail test below).
-        "user_agent": st.none() | st.text(SCALAR_CHAR, max_size=200),
+        # Long ones too: bot detection once took seconds per kilobyte of letters.
+        "user_agent": OPTIONAL_TEXT
+        | st.sampled_from([256, 511, 512, 513, 16_000]).map(lambda n: "Mozilla/5.0 " + "x" * n),
         "ip_classification": st.none() | st.sampled_from(["dc_ip", "threat_ip", "x"]),
         "country": OPTIONAL_TEXT,
         "scroll_depth": st.none() | st.integers(-(2**31), 2**31 - 1),
@@ -602,6 +622,10 @@ class Pipeline:
         assert self.producer.flush(30) == 0
 
 
+# The broker's limit (1,048,588 bytes with the batch overhead), with room to spare.
+MAX_PUBLISHED = 1_040_000
+
+
 def _routed(project: str, who: str) -> tuple[bytes, int]:
     key = topic_key(project, who).encode()
     return key, partition_for(key, 3)
@@ -636,6 +660,8 @@ def send_generated(pipeline: Pipeline, draw_record: tuple, salt: bytes) -> None:
             value = encode_raw(event)
         else:
             value = encode_text(to_json(fields))
+        if len(value) > MAX_PUBLISHED:
+            return  # more than Kafka takes: refused at produce, never on the topic
     pipeline.publish(kind, key, value, partition, ident)
 
 
