@@ -143,8 +143,15 @@ def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def stringify(value: Any) -> str:
-    """A property value as a string: strings as they are, everything else as JSON."""
+def stringify(value: Any, field: str = "value") -> str:
+    """A property value as a string: strings as they are, everything else as JSON.
+
+    orjson refuses more than 254 levels of nesting (a JSON body may have up to
+    1,024): such a value is the client's error, answered as one.
+    """
     if isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        raise Invalid(field, "is nested too deeply") from None

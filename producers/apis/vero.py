@@ -146,7 +146,7 @@ def _user_update(
             if body.get(key) is not None:
                 if not isinstance(body[key], list):
                     raise Invalid(key, "must be an array")
-                traits[f"$tags_{key}"] = stringify(body[key])
+                traits[f"$tags_{key}"] = stringify(body[key], key)
         submission = Submission(
             source=Source.VERO,
             kind=kind,
