@@ -155,7 +155,7 @@ class KafkaServer:
         """Format the KRaft metadata log on first start (never twice)."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = new_cluster_id()
         result = subprocess.run(
             [*self._java_argv(heap="256m"), "kafka.tools.StorageTool", "format",
              "-t", cluster_id, "-c", str(self.config_file), "--ignore-formatted"],
@@ -230,3 +230,16 @@ def java_version() -> int:
     if major < MIN_JAVA:
         raise MissingDependencyError(f"Java {MIN_JAVA}+ (found {major})", hint)
     return major
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, never starting with "-".
+
+    One id in 64 would begin with "-", and kafka-storage's argument parser then
+    takes it for an option ("--cluster-id: expected one argument"), as Kafka's
+    own Uuid.randomUuid() avoids too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -43,3 +43,13 @@ def test_bad_config_names_the_key(tmp_path):
     assert result.returncode == 1
     assert "topics.partitions" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_kraft_cluster_ids_never_start_with_a_dash() -> None:
+    """kafka-storage took such an id for an option: one first start in 64 failed."""
+    from eventsieve.stack.kafka import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(5_000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids)
+    assert len(set(ids)) == len(ids)
