@@ -163,7 +163,8 @@ class ClickHouseServer:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.process.exited():
-                raise ServiceError(f"ClickHouse exited during start:\n{self._diagnostics()}")
+                status = self.process.exit_status() or "exited"
+                raise ServiceError(f"ClickHouse failed to start ({status}):\n{self._diagnostics()}")
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"ClickHouse did not answer within {timeout:.0f}s:\n{self._diagnostics()}"

@@ -194,7 +194,8 @@ class KafkaServer:
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.process.exited():
-                raise ServiceError(f"Kafka exited during start:\n{self.process.log_tail()}")
+                status = self.process.exit_status() or "exited"
+                raise ServiceError(f"Kafka failed to start ({status}):\n{self.process.log_tail()}")
             if time.monotonic() > deadline:
                 raise ServiceError(
                     f"Kafka did not answer within {timeout:.0f}s:\n{self.process.log_tail()}"

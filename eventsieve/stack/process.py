@@ -18,6 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# The servers this process started, by pid: their exit status is read from here,
+# not guessed from /proc (which a reaped or not-yet-exec'd child misreports).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
 
 @dataclass(frozen=True)
 class ManagedProcess:
@@ -34,6 +38,8 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
+        if (child := _children.get(pid)) is not None and child.poll() is None:
+            return pid  # ours for sure, even before its exec shows the marker
         if _is_alive(pid) and self.marker in _cmdline(pid):
             return pid
         self.pid_file.unlink(missing_ok=True)
@@ -56,12 +62,31 @@ class ManagedProcess:
                 start_new_session=True,  # Ctrl-C in the caller's terminal does not reach it
                 close_fds=True,
             )
+        _children[proc.pid] = proc
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
 
     def exited(self) -> bool:
         """True when the process we started is no longer running."""
+        if (child := self._child()) is not None:
+            return child.poll() is not None
         return self.pid() is None
+
+    def exit_status(self) -> str:
+        """How the process this one started ended ("exit code 70", "killed by SIGKILL"), or ""."""
+        child = self._child()
+        if child is None or (code := child.poll()) is None:
+            return ""
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
+    def _child(self) -> subprocess.Popen[bytes] | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return _children.get(pid)
 
     def stop(self, timeout: float = 30.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout``; True if something was stopped."""
@@ -77,6 +102,7 @@ class ManagedProcess:
             while _is_alive(pid):
                 time.sleep(0.05)
         self.pid_file.unlink(missing_ok=True)
+        _children.pop(pid, None)
         return True
 
     def log_tail(self, lines: int = 20) -> str:
@@ -102,6 +128,8 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _is_alive(pid: int) -> bool:
     """Alive and not a zombie (a zombie child of ours is reaped here)."""
+    if (child := _children.get(pid)) is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

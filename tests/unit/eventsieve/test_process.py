@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,9 +44,27 @@ def test_a_foreign_process_behind_a_stale_pid_file_is_not_ours(tmp_path):
 def test_log_tail_reads_the_output(tmp_path):
     proc = sleeper(tmp_path, "eventsieve-test-marker-3")
     proc.start([sys.executable, "-c", "print('hello from the server')", "eventsieve-test-marker-3"])
-    # Not "until exited()": before the child has exec'd, its command line lacks
-    # the marker, so it looks exited already. Wait for the output itself.
     deadline = time.monotonic() + 30
-    while "hello from the server" not in proc.log_tail() and time.monotonic() < deadline:
+    while not proc.exited() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "hello from the server" in proc.log_tail()
+
+
+def test_a_server_that_fails_says_how_it_ended(tmp_path):
+    """A failed start names the exit code or the signal: a silent death is still explained."""
+    proc = sleeper(tmp_path, "eventsieve-test-marker-4")
+    proc.start([sys.executable, "-c", "raise SystemExit(70)", "eventsieve-test-marker-4"])
+    deadline = time.monotonic() + 30
+    while not proc.exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.exit_status() == "exit code 70"
+
+    pid = proc.start(
+        [sys.executable, "-c", "import time; time.sleep(60)", "eventsieve-test-marker-4"]
+    )
+    assert proc.pid() == pid  # at once, before the child's exec shows the marker
+    assert not proc.exited() and proc.exit_status() == ""
+    os.kill(pid, signal.SIGKILL)
+    while not proc.exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.exit_status() == "killed by SIGKILL"
