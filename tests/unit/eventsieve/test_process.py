@@ -63,7 +63,8 @@ def test_a_server_that_fails_says_how_it_ended(tmp_path):
         [sys.executable, "-c", "import time; time.sleep(60)", "eventsieve-test-marker-4"]
     )
     assert proc.pid() == pid  # at once, before the child's exec shows the marker
-    assert not proc.exited() and proc.exit_status() == ""
+    assert not proc.exited()
+    assert proc.exit_status() == ""
     os.kill(pid, signal.SIGKILL)
     while not proc.exited() and time.monotonic() < deadline:
         time.sleep(0.05)
