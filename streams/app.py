@@ -37,7 +37,7 @@ import asyncio
 import enum
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -180,13 +180,15 @@ class _Frontier:
 
     ``next`` is the first offset not decided yet; ``committable`` the offset
     below which every record is decided *and* its outputs acknowledged (what
-    may be committed). A record above ``next`` is decided only when the
-    broker has confirmed that nothing lies in between (``empty_until``: no
-    record in ``[next, empty_until)``), e.g. a transaction marker.
+    may be committed); ``committed`` what the group has committed. A record
+    above ``next`` is decided only when the broker has confirmed that nothing
+    lies in between (``empty_until``: no record in ``[next, empty_until)``),
+    e.g. a transaction marker.
     """
 
     next: int
     committable: int
+    committed: int
     empty_until: int | None = None
 
     def admit(self, offset: int) -> Admit:
@@ -234,6 +236,19 @@ class _GuardedConsumer(AIOKafkaConsumer):
             acked[:] = [o for o in acked if o >= done]
             self._acked_index[tp].intersection_update(acked)
         return done
+
+    async def _commit_offsets(
+        self, offsets: Mapping[TP, int], start_new_transaction: bool = True
+    ) -> bool:
+        """Commit, then tell the frontiers: state expiry waits for this (streams/tables.py)."""
+        done = await super()._commit_offsets(offsets, start_new_transaction)
+        if done:
+            assigned = self.assignment()
+            for tp, offset in offsets.items():
+                frontier = self.frontiers.get(tp)
+                if frontier is not None and tp in assigned:
+                    frontier.committed = max(frontier.committed, offset)
+        return bool(done)
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Never count offsets as processed because they were not seen."""
@@ -303,7 +318,8 @@ class _Shell:
             )
             outcome = decide(record, state.at(message.partition))
             if outcome.event_time is not None:
-                state.advance(outcome.event_time)
+                state.advance(outcome.event_time, tp, message.offset)
+            state.expire(tp, frontier.committed)
             futures = [
                 await sinks[o.sink].send(key=o.key, value=o.value, partition=o.partition)
                 for o in outcome.outputs
@@ -336,7 +352,7 @@ class _Shell:
             return None
         frontier = self.frontiers.get(tp)
         if frontier is None:
-            frontier = self.frontiers[tp] = _Frontier(start, start)
+            frontier = self.frontiers[tp] = _Frontier(start, start, start)
             log.info("partition start", topic=tp.topic, partition=tp.partition, offset=start)
         return frontier
 

@@ -12,11 +12,22 @@ Memory cost per tracked key (memory store, CPython 3.11, measured by
 bench/bench_streams.py ``--state-cost``): about 0.5 KiB — a 34-64 character key,
 the three-element list, one or two ``[time, event_id]`` anchors, and the
 dict slot. RocksDB keeps the JSON encoding (~100 bytes) on disk instead.
+
+Expiry waits for the commit. A record that raises the watermark may expire
+anchors that earlier records were judged by; the deletions (changelog
+tombstones) are written only once the group's committed offset has passed
+that record. Otherwise a backfill, where one record moves event time by
+days, could make the tombstones durable while the offsets of the records
+just before it are not: after a crash those records would be decided again
+without the anchor that dropped them. Kept a little longer, an expired anchor
+changes no decision of an event within the late grace (see
+streams/rules/windows.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from streams.state import ExpiryIndex, Value
@@ -30,6 +41,8 @@ class TableState:
         self.partition = 0
         self._indexes: dict[int, ExpiryIndex] = {}
         self._watermarks: dict[int, int] = {}
+        # Per source partition: (offset, watermark) raises not yet covered by a commit.
+        self._uncommitted: dict[Hashable, deque[tuple[int, int]]] = {}
 
     def at(self, partition: int) -> TableState:
         """Point at ``partition`` (the partition of the event about to be decided)."""
@@ -44,15 +57,30 @@ class TableState:
         self.table[key] = [expires_at, self.partition, value]
         self._index().push(expires_at, key)
 
-    def advance(self, event_time: int) -> int:
-        """Raise the partition's watermark to ``event_time``; delete what expired before it."""
-        watermark = self._watermarks.get(self.partition, 0)
-        if event_time <= watermark:
-            return 0
+    def advance(self, event_time: int, source: Hashable, offset: int) -> None:
+        """Raise the partition's watermark to ``event_time``, decided at ``offset`` of ``source``.
+
+        Nothing is deleted yet: ``expire`` does that once the offset is committed.
+        """
+        if event_time <= self._watermarks.get(self.partition, 0):
+            return
         self._watermarks[self.partition] = event_time
+        pending = self._uncommitted.get(source)
+        if pending is None:
+            pending = self._uncommitted[source] = deque()
+        pending.append((offset, event_time))
+
+    def expire(self, source: Hashable, committed: int) -> int:
+        """Delete what expired before the watermark of ``source``'s committed records."""
+        pending = self._uncommitted.get(source)
+        if not pending or pending[0][0] >= committed:
+            return 0
+        watermark = 0
+        while pending and pending[0][0] < committed:
+            watermark = pending.popleft()[1]
         removed = 0
         table = self.table
-        for expires_at, key in self._index().pop_expired(event_time):
+        for expires_at, key in self._index().pop_expired(watermark):
             entry = table.get(key)
             if entry is not None and entry[0] == expires_at:
                 del table[key]
@@ -61,9 +89,12 @@ class TableState:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the indexes of revoked partitions; they are rebuilt if they come back."""
-        for partition in partitions:
+        revoked = set(partitions)
+        for partition in revoked:
             self._indexes.pop(partition, None)
             self._watermarks.pop(partition, None)
+        for source in [s for s in self._uncommitted if getattr(s, "partition", None) in revoked]:
+            del self._uncommitted[source]
 
     def _index(self) -> ExpiryIndex:
         index = self._indexes.get(self.partition)

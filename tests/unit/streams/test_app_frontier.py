@@ -6,7 +6,7 @@ from streams.app import Admit, _Frontier
 
 
 def test_decides_in_order_and_skips_redeliveries():
-    f = _Frontier(10, 10)
+    f = _Frontier(10, 10, 10)
     assert [f.admit(o) for o in (10, 11, 10, 11, 12)] == [
         Admit.DECIDE,
         Admit.DECIDE,
@@ -19,7 +19,7 @@ def test_decides_in_order_and_skips_redeliveries():
 
 
 def test_a_record_after_a_hole_waits_for_the_hole():
-    f = _Frontier(71, 71)
+    f = _Frontier(71, 71, 71)
     assert f.admit(72) is Admit.HOLE
     assert f.admit(73) is Admit.HOLE
     assert f.next == 71
@@ -28,7 +28,7 @@ def test_a_record_after_a_hole_waits_for_the_hole():
 
 
 def test_a_confirmed_empty_range_is_stepped_over_once():
-    f = _Frontier(5, 5)
+    f = _Frontier(5, 5, 5)
     assert f.admit(7) is Admit.HOLE
     f.empty_until = 7  # the broker: nothing in [5, 7) (a transaction marker)
     assert f.admit(8) is Admit.HOLE  # beyond what the broker confirmed
