@@ -35,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import os
+import sys
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from confluent_kafka import Consumer as KafkaConsumer
@@ -277,13 +279,36 @@ class _Shell:
         self.frontiers = frontiers
         self.bootstrap = bootstrap
         self.positions: dict[Any, int] = {}
-        self._crashing: set[asyncio.Future[Any]] = set()
         self._pending: dict[Any, deque[list[Any]]] = {}
         self._holes: dict[TP, asyncio.Future[Any]] = {}
         self._stalled: dict[TP, tuple[int, int]] = {}
         self._watched: dict[TP, tuple[int, int]] = {}
 
     async def run(
+        self,
+        stream: faust.StreamT,
+        state: TableState,
+        decide: Callable[[Record, TableState], Outcome],
+    ) -> None:
+        """Decide the agent's records; an unexpected error stops the whole worker.
+
+        Faust would restart the agent in place and keep the process up (and
+        ``app.crash`` only marks services crashed): a worker that looks
+        healthy while one of its agents fails on every record. Its graceful
+        stop would wait for the failed record's ack forever. So the process
+        exits at once with status 1, like the kafka engine on an error: the
+        supervisor or orchestrator restarts it, and what was not committed is
+        decided again (at-least-once).
+        """
+        try:
+            await self._decide_all(stream, state, decide)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("decision loop failed; stopping the worker", error=repr(exc))
+            _exit_worker()
+
+    async def _decide_all(
         self,
         stream: faust.StreamT,
         state: TableState,
@@ -450,9 +475,7 @@ class _Shell:
             if future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else repr(future.exception())
                 log.error("output not delivered; stopping so the record is re-decided", error=error)
-                task = asyncio.ensure_future(self.app.crash(RuntimeError(error)))
-                self._crashing.add(task)
-                return
+                _exit_worker()
             entry[1] -= 1
             if entry[1] == 0:
                 self._release(tp, queue)
@@ -494,6 +517,13 @@ class _Shell:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)
                 )
+
+
+def _exit_worker() -> NoReturn:
+    """Exit the process now with status 1 (see ``_Shell.run``): the restart re-decides."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.0) -> int | None:
