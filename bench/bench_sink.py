@@ -1,48 +1,73 @@
-"""Sink throughput: a pre-filled ``events.clean`` topic into ClickHouse.
+"""Sink throughput: a pre-filled ``events.clean`` topic into ClickHouse, and its ceiling.
 
-Fills a fresh topic with N CleanEvents (Avro, realistic field sizes), then
-runs the sink's writer (the same code as ``eventsieve sink``, migrations
-included) in one or more processes of one consumer group and measures the
-time until every record is committed, i.e. acknowledged by ClickHouse. Also
-prints the per-stage cost on one batch (decode, row building, insert) so the
-bottleneck is visible.
+Fills a fresh topic with N CleanEvents (Avro, realistic field sizes) once,
+then, in one run:
 
-    .venv/bin/python bench/bench_sink.py                 # 200k events, 1 process
-    .venv/bin/python bench/bench_sink.py -n 500000 -p 2  # 2 sink processes
+- runs the sink's writer (the same code as ``eventsieve sink``) with 1 and
+  with 2 processes of one consumer group, each time into a fresh database,
+  and measures rows/s from the first partition assignment to the moment every
+  record is committed (i.e. acknowledged by ClickHouse);
+- measures each stage alone on one batch, single-threaded: Kafka consume,
+  decode, building the columns, the insert;
+- measures the ceiling on this machine: the same rows, exported from the
+  sink's table in ClickHouse's Native format to a file, inserted by
+  ``clickhouse-client`` into a fresh copy of the same table (blocks of the
+  sink's batch size).
+
+    .venv/bin/python bench/bench_sink.py                    # 200k events; 1 and 2 processes
+    .venv/bin/python bench/bench_sink.py -n 500000 -p 1,2,3
+    .venv/bin/python bench/bench_sink.py --profile          # cProfile of one in-process run
 
 Uses the local stack (``eventsieve stack up``) or KAFKA_BOOTSTRAP_SERVERS /
-CLICKHOUSE_URL. Creates its own topic and database and deletes them after.
-Other work on the machine skews the figures: the load average is printed.
+CLICKHOUSE_URL; the ceiling needs ``clickhouse-client`` on PATH (Debian's
+``clickhouse-client`` package). Creates its own topics and databases and
+deletes them after. Other work on the machine skews the figures: the load
+average is printed with them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import datetime as dt
+import io
 import multiprocessing
 import os
+import pstats
+import shutil
+import subprocess
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_settings
 from eventsieve.kafka import ensure_topics
+from eventsieve.logging import configure_logging
 from eventsieve.services import clickhouse_url, kafka_bootstrap
 from schemas.codecs import decode_clean, encode_clean
 from schemas.events import clean_event, new_raw_event
 from sinks import queries
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import EVENT_COLUMNS
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
 from sinks.rows import Batch, Decision
 from sinks.service import build_writer, tune_gc
+from sinks.writer import consumer_config
 
 T0 = 1_764_288_000_000
+
+
+def load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg()) + f" on {os.cpu_count()} cores"
 
 
 def event(i: int) -> dict[str, Any]:
@@ -102,24 +127,159 @@ def fill(bootstrap: str, topic: str, n: int) -> float:
     return time.perf_counter() - started
 
 
-def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
-    finally:
-        consumer.close()
+class Committed:
+    """The group's committed offsets, summed over the topic's partitions."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+        self.tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def __call__(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self.consumer.committed(self.tps, timeout=10))
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
-def run_writer(settings: Settings, stop: Any) -> None:
+def run_writer(settings: Settings, stop: Any, assigned: Any, index: int) -> None:
+    """One sink process: the writer of ``eventsieve sink``, noting its first assignment."""
     tune_gc()  # as run_sink does
     writer = build_writer(settings, SinkMetrics())
+    on_assign = writer._on_assign
+
+    def note(consumer: Any, partitions: list[Any]) -> None:
+        if not assigned[index]:
+            assigned[index] = time.time()
+        on_assign(consumer, partitions)
+
+    writer._on_assign = note  # type: ignore[method-assign]
     writer.run(stop)
 
 
-def stages(n: int, ch: ClickHouse) -> dict[str, float]:
+def settings_for(
+    base: Settings,
+    bootstrap: str,
+    topic: str,
+    database: str,
+    group: str,
+    partitions: int,
+    batch: int,
+) -> Settings:
+    return base.model_copy(
+        update={
+            "kafka": KafkaSettings(bootstrap_servers=bootstrap),
+            "clickhouse": ClickHouseSettings(
+                url=clickhouse_url(base, "default"), database=database
+            ),
+            "topics": base.topics.model_copy(
+                update={
+                    "clean": topic,
+                    "dropped": topic.replace("clean", "dropped"),
+                    "dlq": topic + ".dlq",
+                    "partitions": partitions,
+                }
+            ),
+            "sink": base.sink.model_copy(update={"group_id": group, "batch_max_rows": batch}),
+        }
+    )
+
+
+def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
+    """``(rows/s from the first assignment to the last commit, wall seconds)``."""
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    assigned = ctx.Array("d", processes)
+    workers = [
+        ctx.Process(target=run_writer, args=(settings, stop, assigned, i)) for i in range(processes)
+    ]
+    committed = Committed(
+        settings.kafka.bootstrap_servers or "",
+        settings.sink.group_id,
+        settings.topics.clean,
+        settings.topics.partitions,
+    )
+    started = time.time()
+    try:
+        for w in workers:
+            w.start()
+        while committed() < n:
+            time.sleep(0.05)
+        ended = time.time()
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(30)
+        committed.close()
+    first = min(t for t in assigned if t) if any(assigned) else started
+    return n / (ended - first), ended - started
+
+
+def export_native(url: str, database: str, path: Path) -> None:
+    columns = ", ".join(name for name, _ in EVENT_COLUMNS)
+    with path.open("wb") as out:
+        subprocess.run(
+            [
+                *client_args(url),
+                "--query",
+                f"SELECT {columns} FROM {database}.events FORMAT Native",
+            ],
+            stdout=out,
+            check=True,
+        )
+
+
+def client_args(url: str) -> list[str]:
+    parts = urlparse(url)
+    args = ["clickhouse-client", "--host", parts.hostname or "127.0.0.1"]
+    args += ["--port", str(parts.port or 9000), "--user", parts.username or "default"]
+    if parts.password:
+        args += ["--password", parts.password]
+    return args
+
+
+def ceiling(url: str, database: str, path: Path, rows: int, batch: int) -> float:
+    """rows/s of ``clickhouse-client`` inserting the Native file into a fresh ``events``."""
+    target = ClickHouse(url, database)
+    try:
+        migrate(target)
+        columns = ", ".join(name for name, _ in EVENT_COLUMNS)
+        with path.open("rb") as data:
+            t = time.perf_counter()
+            subprocess.run(
+                [
+                    *client_args(url),
+                    f"--max_insert_block_size={batch}",
+                    "--query",
+                    f"INSERT INTO {database}.events ({columns}) FORMAT Native",
+                ],
+                stdin=data,
+                check=True,
+            )
+            elapsed = time.perf_counter() - t
+        inserted = target.scalar(f"SELECT count() FROM {database}.events")
+        assert inserted == rows, (inserted, rows)
+        return rows / elapsed
+    finally:
+        target.execute(f"DROP DATABASE IF EXISTS {database}")
+        target.close()
+
+
+def stages(settings: Settings, n: int, ch: ClickHouse) -> dict[str, float]:
     """Per-stage throughput (rows/s) on one batch of n events, single-threaded."""
-    values = [encode_clean(event(i)) for i in range(n)]
+    consumer = Consumer(
+        consumer_config(settings.kafka.bootstrap_servers or "", f"stage-{uuid.uuid4().hex[:8]}")
+    )
+    consumer.subscribe([settings.topics.clean])
+    values: list[bytes] = []
+    t = 0.0
+    while len(values) < n:
+        got = consumer.consume(5_000, 1.0)
+        if not values and got:
+            t = time.perf_counter()  # from the first record: the group join is not the stage
+        values += [m.value() for m in got if m.error() is None]
+    consume = len(values) / (time.perf_counter() - t)
+    consumer.close()
+    values = values[:n]
     t = time.perf_counter()
     decoded = [decode_clean(v) for v in values]
     decode = n / (time.perf_counter() - t)
@@ -132,98 +292,159 @@ def stages(n: int, ch: ClickHouse) -> dict[str, float]:
     ch.insert_columns("events", batch.events.names, batch.events.data)
     ch.insert_columns("user_updates", batch.user_updates.names, batch.user_updates.data)
     insert = n / (time.perf_counter() - t)
-    return {"decode": decode, "rows": rows, "insert": insert}
+    return {"consume": consume, "decode": decode, "columns": rows, "insert": insert}
+
+
+def profile(settings: Settings, n: int) -> None:
+    """cProfile of the writer in this process until n records are committed."""
+    stop = threading.Event()
+    committed = Committed(
+        settings.kafka.bootstrap_servers or "",
+        settings.sink.group_id,
+        settings.topics.clean,
+        settings.topics.partitions,
+    )
+
+    def watch() -> None:
+        while committed() < n:
+            time.sleep(0.1)
+        stop.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    tune_gc()
+    writer = build_writer(settings, SinkMetrics())
+    profiler = cProfile.Profile()
+    profiler.enable()
+    writer.run(stop)
+    profiler.disable()
+    committed.close()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
+    print(out.getvalue())
+
+
+def measure(args: argparse.Namespace, bench: Bench) -> None:
+    """Every figure of one run, printed as it comes."""
+    first_db = ""
+    for processes in (int(p) for p in args.processes.split(",")):
+        run = bench.settings(f"p{processes}")
+        first_db = first_db or run.clickhouse.database
+        target = ClickHouse(bench.ch_url, run.clickhouse.database)
+        migrate(target)
+        rate, wall = sink_run(run, processes, args.events)
+        rows = target.scalar(f"SELECT uniqExact(event_id) FROM {target.database}.events")
+        target.close()
+        print(
+            f"sink, {processes} process(es), batch {args.batch:,}: {rate:,.0f} rows/s "
+            f"({args.events:,} rows; {wall:.1f}s wall with start and group join; "
+            f"{rows:,} distinct event ids); load {load()}"
+        )
+
+    target = ClickHouse(bench.ch_url, first_db)
+    span = queries.TimeRange(
+        dt.datetime(2025, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
+    )
+    t = time.perf_counter()
+    result = queries.project_stats(target, "project-0", span)
+    print(
+        f"stats of one project ({result.accepted:,} events, exact, unmerged parts): "
+        f"{(time.perf_counter() - t) * 1000:.0f} ms"
+    )
+
+    if shutil.which("clickhouse-client"):
+        native = bench.workdir / "events.native"
+        export_native(bench.ch_url, first_db, native)
+        size = native.stat().st_size
+        for attempt in (1, 2):
+            database = bench.database(f"ceiling{attempt}")
+            rate = ceiling(bench.ch_url, database, native, args.events, args.batch)
+            print(
+                f"ceiling, clickhouse-client Native from a file ({size / 1e6:.0f} MB), "
+                f"try {attempt}: {rate:,.0f} rows/s; load {load()}"
+            )
+    else:
+        print("ceiling: clickhouse-client not on PATH, not measured")
+
+    per_stage = stages(bench.settings("stages"), min(args.batch, args.events), target)
+    target.close()
+    print(
+        "single-threaded stages (rows/s): "
+        + ", ".join(f"{k} {v:,.0f}" for k, v in per_stage.items())
+        + f"; load {load()}"
+    )
+
+
+class Bench:
+    """The run's names (topic, databases, groups) and what to remove at the end."""
+
+    def __init__(self, base: Settings, partitions: int, batch: int) -> None:
+        self.base = base
+        self.partitions = partitions
+        self.batch = batch
+        self.bootstrap = kafka_bootstrap(base)
+        self.ch_url = clickhouse_url(base, "default")
+        self.run_id = uuid.uuid4().hex[:8]
+        self.topic = f"bench.sink.{self.run_id}.events.clean"
+        self.topics = [self.topic, self.topic.replace("clean", "dropped"), self.topic + ".dlq"]
+        self.databases: list[str] = []
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-sink-"))
+
+    def database(self, tag: str) -> str:
+        name = f"bench_sink_{self.run_id}_{tag}"
+        self.databases.append(name)
+        return name
+
+    def settings(self, tag: str) -> Settings:
+        return settings_for(
+            self.base,
+            self.bootstrap,
+            self.topic,
+            self.database(tag),
+            f"bench-{self.run_id}-{tag}",
+            self.partitions,
+            self.batch,
+        )
+
+    def clean_up(self) -> None:
+        ch = ClickHouse(self.ch_url, "default")
+        for database in self.databases:
+            ch.execute(f"DROP DATABASE IF EXISTS {database}")
+        ch.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})  # alive until the results
+        futures = admin.delete_topics(self.topics, operation_timeout=30)
+        for future in futures.values():
+            with contextlib.suppress(Exception):
+                future.result(timeout=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--events", type=int, default=200_000)
-    parser.add_argument("-p", "--processes", type=int, default=1)
+    parser.add_argument(
+        "-p", "--processes", default="1,2", help="comma-separated process counts to run"
+    )
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--batch", type=int, default=50_000)
+    parser.add_argument("--profile", action="store_true", help="cProfile one in-process run")
     args = parser.parse_args()
+    configure_logging("WARNING")
 
-    base = load_settings()
-    bootstrap = kafka_bootstrap(base)
-    run_id = uuid.uuid4().hex[:8]
-    topic = f"bench.sink.{run_id}.events.clean"
-    database = f"bench_sink_{run_id}"
-    ensure_topics(
-        bootstrap, [topic, topic.replace("clean", "dropped"), topic + ".dlq"], args.partitions
-    )
-    settings = base.model_copy(
-        update={
-            "kafka": KafkaSettings(bootstrap_servers=bootstrap),
-            "clickhouse": ClickHouseSettings(
-                url=clickhouse_url(base, "default"), database=database
-            ),
-            "topics": base.topics.model_copy(
-                update={
-                    "clean": topic,
-                    "dropped": topic.replace("clean", "dropped"),
-                    "dlq": topic + ".dlq",
-                    "partitions": args.partitions,
-                }
-            ),
-            "sink": base.sink.model_copy(
-                update={"group_id": f"bench-{run_id}", "batch_max_rows": args.batch}
-            ),
-        }
-    )
-    ch = ClickHouse(clickhouse_url(base, "default"), database)
+    bench = Bench(load_settings(), args.partitions, args.batch)
+    ensure_topics(bench.bootstrap, bench.topics, args.partitions)
     try:
-        migrate(ch)
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        fill_s = fill(bootstrap, topic, args.events)
+        print(f"load average before: {load()}")
+        fill_s = fill(bench.bootstrap, bench.topic, args.events)
         print(f"filled {args.events:,} events in {fill_s:.1f}s ({args.events / fill_s:,.0f}/s)")
-
-        ctx = multiprocessing.get_context("fork")
-        stop = ctx.Event() if args.processes > 1 else threading.Event()
-        runner = ctx.Process if args.processes > 1 else threading.Thread
-        workers = [runner(target=run_writer, args=(settings, stop)) for _ in range(args.processes)]
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        done = 0
-        while done < args.events:
-            time.sleep(0.5)
-            done = committed(bootstrap, settings.sink.group_id, topic, args.partitions)
-        elapsed = time.perf_counter() - started
-        load = os.getloadavg()[0]
-        stop.set()
-        for w in workers:
-            w.join(30)
-        rows = ch.scalar(f"SELECT uniqExact(event_id) FROM {database}.events")
-        print(
-            f"sink: {args.events:,} events committed in {elapsed:.1f}s with "
-            f"{args.processes} process(es), batch {args.batch:,}: "
-            f"{args.events / elapsed:,.0f} rows/s (includes consumer start and group join)"
-        )
-        print(f"distinct event_ids in ClickHouse: {rows:,}; load average after: {load:.2f}")
-        span = queries.TimeRange(
-            dt.datetime(2025, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
-        )
-        t = time.perf_counter()
-        result = queries.project_stats(ch, "project-0", span)
-        print(
-            f"stats of one project ({result.accepted:,} events, exact, unmerged parts): "
-            f"{(time.perf_counter() - t) * 1000:.0f} ms"
-        )
-        per_stage = stages(min(args.batch, 50_000), ch)
-        print(
-            "single-threaded stages (rows/s): "
-            + ", ".join(f"{k} {v:,.0f}" for k, v in per_stage.items())
-        )
+        if args.profile:
+            one = bench.settings("profile")
+            migrate(ClickHouse(bench.ch_url, one.clickhouse.database))
+            profile(one, args.events)
+        else:
+            measure(args, bench)
     finally:
-        ch.execute(f"DROP DATABASE IF EXISTS {database}")
-        ch.close()
-        admin = AdminClient({"bootstrap.servers": bootstrap})  # alive until the results
-        futures = admin.delete_topics(
-            [topic, topic.replace("clean", "dropped"), topic + ".dlq"], operation_timeout=30
-        )
-        for future in futures.values():
-            with contextlib.suppress(Exception):
-                future.result(timeout=60)
+        bench.clean_up()
 
 
 if __name__ == "__main__":
