@@ -16,6 +16,12 @@ Paths of a raw record::
     order event ─▶ orders (key project:order_id) ─▶ on_order ─▶ clean | dropped
     else ─▶ clean
 
+An order event that takes an order id from a later confirmation
+(streams.rules.orders) comes out clean *and* with a new ``duplicate_order``
+record for each holder it displaces, rebuilt from the holder's events.orders
+record kept in the order state and stamped after that holder's acceptance, so
+the sink's latest decision per event id is the re-decision.
+
 Any output too large for Kafka (over ``MAX_OUTPUT_BYTES``: a record published
 straight to ``events.raw`` near the broker's limit grows by its derived fields)
 goes to the DLQ instead (``too_large``, payload truncated): a send that fails on
@@ -40,12 +46,13 @@ from schemas.events import (
     dropped_event,
     now_ms,
 )
-from schemas.reasons import Stage
+from schemas.reasons import DropReason, Stage
 from streams.decision import Dropped
 from streams.enrich import Enriched, Enricher
 from streams.errors import InvalidEvent
 from streams.partitioning import partition_for
-from streams.pipeline import Pipelines, build_pipelines
+from streams.pipeline import Pipeline, Pipelines, build_pipelines
+from streams.rules.orders import RECORD_LIMIT, Member, OrderUniqueness
 from streams.state import State
 from streams.useragents import UserAgents
 
@@ -58,6 +65,8 @@ MAX_OUTPUT_BYTES = 950_000
 # fields add about a kilobyte): it goes to the DLQ before any rule sees it, so
 # no state is written for an event that is not decided.
 MAX_INPUT_BYTES = MAX_OUTPUT_BYTES - 16_384
+# What a trimmed order record (one over orders.RECORD_LIMIT) keeps of each text.
+TRIMMED_TEXT = 1_024
 
 
 class Sink(StrEnum):
@@ -122,6 +131,7 @@ class Processor:
         self.pipelines = pipelines or build_pipelines(settings, self.user_agents)
         self.checks = list(self.pipelines.user.names)
         self.order_checks = [*self.checks, *self.pipelines.orders.names]
+        self.orders = _order_rule(self.pipelines.orders)
         self.clock = clock  # only for decided_at, never inside a decision
 
     def on_raw(self, record: Record, state: State, *, check_partition: bool = True) -> Outcome:
@@ -173,10 +183,48 @@ class Processor:
         if not isinstance(enriched, Enriched):
             return enriched
         key = enriched.key.encode()
-        dropped = self.pipelines.orders.decide(enriched.facts, state)
-        if dropped is not None:
-            return self._dropped(enriched, record, dropped, key)
-        return self._clean(enriched, record, key, self.order_checks)
+        facts = enriched.facts
+        decided_at = self.clock()
+        kept = kept_order_record(record.value or b"", enriched)
+        claim = self.orders.claim(facts, state, kept, decided_at)
+        if claim.dropped is not None:
+            return self._dropped(enriched, record, claim.dropped, key, decided_at)
+        outcome = self._clean(enriched, record, key, self.order_checks, decided_at)
+        if not claim.displaced:
+            return outcome
+        taken = Dropped(
+            DropReason.DUPLICATE_ORDER,
+            Stage.ORDERS,
+            f"order taken by {facts.event_id} at {facts.time}",
+        )
+        outputs = list(outcome.outputs)
+        for member in claim.displaced:
+            out = self._redecided(member, record, taken, decided_at)
+            if out is not None:
+                outputs.append(out)
+        return Outcome(outputs, Sink.CLEAN, outcome.event_id, event_time=facts.time)
+
+    def _redecided(
+        self, member: Member, record: Record, dropped: Dropped, now: int
+    ) -> Output | None:
+        """The new ``dropped`` record of a displaced order holder, rebuilt from its kept record.
+
+        Stamped at least 1 ms after the holder's acceptance: the sink's version
+        follows ``decided_at``, and a replay (one fixed clock) or a fast worker
+        (one millisecond) would otherwise give both decisions the same version.
+        None when the holder's record was not kept or no longer enriches (its
+        project was removed from the configuration): its decision stands.
+        """
+        value = member.record
+        if not value:
+            return None
+        held = Record(record.topic, record.partition, member.offset, record.key, value)
+        enriched = self._decode_enrich(held, "orders")
+        if not isinstance(enriched, Enriched):
+            return None
+        decided_at = max(now, member.decided_at + 1)
+        outcome = self._dropped(enriched, held, dropped, enriched.key.encode(), decided_at)
+        return outcome.outputs[0]
 
     def _decode_enrich(self, record: Record, source: str) -> Enriched | Outcome:
         if record.value is None:
@@ -197,13 +245,20 @@ class Processor:
         except Exception as exc:
             return self._dlq(record, type(exc).__name__, str(exc), Stage.ENRICH, raw["event_id"])
 
-    def _clean(self, e: Enriched, record: Record, key: bytes, checks: list[str]) -> Outcome:
+    def _clean(
+        self,
+        e: Enriched,
+        record: Record,
+        key: bytes,
+        checks: list[str],
+        decided_at: int | None = None,
+    ) -> Outcome:
         agent = e.agent
         event = clean_event(
             e.raw,
             normalised_name=e.facts.name,
             user_key=e.facts.user_key,
-            decided_at=self.clock(),
+            decided_at=self.clock() if decided_at is None else decided_at,
             fingerprint=e.facts.fingerprint,
             checks=checks,
             source_topic=record.topic,
@@ -221,14 +276,21 @@ class Processor:
         out = Output(Sink.CLEAN, key, encode_clean(event))
         return Outcome([out], Sink.CLEAN, e.raw["event_id"], event_time=e.facts.time)
 
-    def _dropped(self, e: Enriched, record: Record, dropped: Dropped, key: bytes) -> Outcome:
+    def _dropped(
+        self,
+        e: Enriched,
+        record: Record,
+        dropped: Dropped,
+        key: bytes,
+        decided_at: int | None = None,
+    ) -> Outcome:
         agent = e.agent
         event = dropped_event(
             e.raw,
             reason=dropped.reason,
             stage=dropped.stage,
             detail=dropped.detail,
-            decided_at=self.clock(),
+            decided_at=self.clock() if decided_at is None else decided_at,
             normalised_name=e.facts.name,
             user_key=e.facts.user_key,
             fingerprint=e.facts.fingerprint,
@@ -285,3 +347,46 @@ def decode_raw(record: Record) -> RawEvent:
         event_id=derived_event_id(record.topic, record.partition, record.offset),
         received_at=record.timestamp,
     )
+
+
+def _order_rule(orders: Pipeline) -> OrderUniqueness:
+    """The orders pipeline's one rule: ``on_order`` calls its ``claim`` (decision and
+    displaced holders), which the ``Rule`` protocol has no room for."""
+    match orders.rules:
+        case [OrderUniqueness() as rule]:
+            return rule
+    raise ValueError("the orders pipeline must be exactly one OrderUniqueness rule")
+
+
+def kept_order_record(value: bytes, enriched: Enriched) -> bytes:
+    """What the order state keeps of an order event's record, to rebuild it if displaced.
+
+    The record itself, unless it is over ``orders.RECORD_LIMIT`` (a publisher's
+    oversized properties): then the event without its property maps and with
+    every other text cut to ``TRIMMED_TEXT`` characters (ids, project, name and
+    order id and the user's ids whole, so it enriches to the same keys). Its
+    re-decision then lands in ClickHouse without those properties.
+    """
+    if len(value) <= RECORD_LIMIT:
+        return value
+    trimmed: dict[str, object] = dict(enriched.raw)
+    for name, field_value in trimmed.items():
+        if isinstance(field_value, str) and name not in _WHOLE:
+            trimmed[name] = field_value[:TRIMMED_TEXT]
+    trimmed.update(
+        properties={},
+        user_properties={},
+        user_properties_once={},
+        user_properties_unset=[],
+        order_id=enriched.facts.order_id,
+    )
+    return encode_raw(trimmed)  # type: ignore[arg-type]
+
+
+# Fields a trimmed order record keeps whole: they identify the event and its order.
+_WHOLE = frozenset(
+    {
+        *("event_id", "project", "name", "order_id", "credential", "kind", "source"),
+        *("user_id", "email", "anonymous_id", "visitor_id"),  # the user key
+    }
+)

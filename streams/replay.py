@@ -16,14 +16,22 @@ The order a fresh run decides records in (``TimeOrderedMerge``, ``Replayer``):
 - each raw partition in offset order, as a worker reads it;
 - across partitions, by record timestamp (ties: partition, then offset),
   which is the order a worker that keeps up decides them in. Per-user state
-  never spans raw partitions, so this only matters where the live order is
-  itself not fixed (streams/README.md, "Cross-partition order ids"): two
-  users' events with one order id, and a user whose records are both on the
+  never spans raw partitions, and orderId uniqueness gives every arrival
+  order the same final decisions (the earliest confirmation by event time
+  keeps the order id), so this only matters where the live order is itself
+  not fixed and decisions depend on it: a user whose records are both on the
   right partition and re-keyed. The replay makes that order deterministic:
   earliest record timestamp first;
 - a re-keyed record is decided right after the record that re-keyed it, and
   an order event's uniqueness check right after its user pipeline (the live
   worker does both one topic hop later).
+
+An order event that takes an order id over from a later confirmation decided
+before it also re-decides that holder (``duplicate_order``). The re-decision
+is emitted when the holder is in the range, stamped 1 ms after the replay's
+start (``Processor``), so it outranks the holder's own replayed acceptance;
+the replay's final decision of every event id is the one a run in event-time
+order gives, as the live worker's is.
 
 State is kept per partition, as in the worker (user state by raw partition,
 order state by ``events.orders`` partition), and pruned by each partition's
@@ -44,6 +52,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from eventsieve.config import Settings
+from schemas.reasons import DropReason
 from sinks.rows import COPY_REASONS
 from streams.processor import Output, Processor, Record, Sink
 from streams.state import InMemoryState
@@ -145,7 +154,8 @@ class ReplayCounts:
 
     records: int = 0  # raw records read
     context: int = 0  # decided only to build state (outside the range)
-    in_range: int = 0  # decisions emitted
+    in_range: int = 0  # in-range records decided (one decision emitted each)
+    redecided: int = 0  # decisions emitted again for in-range order holders displaced later
     dlq: int = 0  # raw records that do not decode or validate (left to the DLQ)
     labels: Counter[str] = field(default_factory=Counter)
 
@@ -178,8 +188,9 @@ class Replayer:
         self.next_offset: dict[tuple[str, int], int] = {}
         self.counts = ReplayCounts()
 
-    def feed(self, record: Record) -> Decided | None:
-        """Decide one raw record; the new decision if its event is in the range."""
+    def feed(self, record: Record) -> list[Decided]:
+        """Decide one raw record: its new decision if its event is in the range, then
+        the re-decisions of in-range order holders it displaced (if it is an order event)."""
         self.counts.records += 1
         outcome = self.processor.on_raw(record, self._user_state(record.partition))
         self._advance(self.user_states, record.partition, outcome.event_time)
@@ -199,17 +210,24 @@ class Replayer:
             self._advance(self.order_states, partition, outcome.event_time)
         if outcome.sink is Sink.DLQ:
             self.counts.dlq += 1
-            return None
-        [out] = outcome.outputs
+            return []
+        out, *redecided = outcome.outputs
+        decided: list[Decided] = []
         event_id, project, timestamp = output_head(out.value)
-        if not self.span.contains(project, timestamp):
+        if self.span.contains(project, timestamp):
+            dropped = outcome.dropped
+            label = ACCEPTED if dropped is None else label_of("dropped", dropped.reason.value)
+            self.counts.in_range += 1
+            self.counts.labels[label] += 1
+            decided.append(Decided(event_id, label, out))
+        else:
             self.counts.context += 1
-            return None
-        dropped = outcome.dropped
-        label = ACCEPTED if dropped is None else label_of("dropped", dropped.reason.value)
-        self.counts.in_range += 1
-        self.counts.labels[label] += 1
-        return Decided(event_id, label, out)
+        for again in redecided:  # displaced order holders: dropped as duplicate_order
+            event_id, project, timestamp = output_head(again.value)
+            if self.span.contains(project, timestamp):
+                self.counts.redecided += 1
+                decided.append(Decided(event_id, _REDECIDED, again))
+        return decided
 
     def _user_state(self, partition: int) -> InMemoryState:
         state = self.user_states.get(partition)
@@ -233,6 +251,9 @@ class Replayer:
         offset = self.next_offset.get(slot, 0)
         self.next_offset[slot] = offset + 1
         return Record(topic, partition, offset, out.key, out.value)
+
+
+_REDECIDED = label_of("dropped", DropReason.DUPLICATE_ORDER.value)
 
 
 def output_head(value: bytes) -> tuple[str, str, int]:

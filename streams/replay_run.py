@@ -159,15 +159,14 @@ def run_replay(settings: Settings, options: ReplayOptions) -> ReplayReport:
         read = 0
         try:
             for record in read_snapshot(consumer, raw_topic, checkpoint.snapshot):
-                decided = replayer.feed(record)
+                decisions = replayer.feed(record)
                 read += 1
                 if options.progress is not None and read % PROGRESS_EVERY == 0:
                     options.progress(read, total)
-                if decided is None:
-                    continue
-                record_label(labels, decided.event_id, decided.label)
-                if emit is not None:
-                    emit.send(decided.output)
+                for decided in decisions:
+                    record_label(labels, decided.event_id, decided.label)
+                    if emit is not None:
+                        emit.send(decided.output)
             if options.progress is not None:
                 options.progress(read, total)
             if emit is not None:

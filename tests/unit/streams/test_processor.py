@@ -7,9 +7,13 @@ from eventsieve.config import ProjectSettings, Settings, ShieldSettings
 from schemas.canonical import topic_key
 from schemas.codecs import decode_clean, decode_dlq, decode_dropped, decode_raw, encode_raw
 from schemas.events import new_raw_event
+from sinks.rows import Decision, decision_version
 from streams.partitioning import partition_for
+from streams.pipeline import Pipeline, Pipelines, build_pipelines
 from streams.processor import Processor, Record, Sink
+from streams.rules.orders import RECORD_LIMIT
 from streams.state import InMemoryState
+from streams.useragents import UserAgents
 
 T0 = 1_767_225_600_000
 PARTITIONS = 3
@@ -153,11 +157,12 @@ def test_orders_go_through_events_orders(processor):
     [fwd] = first.outputs
     assert fwd.key == b"demo:o-1"
     assert fwd.partition == partition_for(b"demo:o-1", PARTITIONS)
-    # Another user, same order id, much later.
+    # Another user, same order id, a day later in event time.
+    later = T0 + 86_400_000
     second = feed(
         processor,
         user_state,
-        raw(name="Purchase", order_id="o-1", user_id="u2", timestamp=T0 + 86_400_000),
+        raw(name="Purchase", order_id="o-1", user_id="u2", timestamp=later, received_at=later),
     )
     decided = [
         processor.on_order(
@@ -169,6 +174,99 @@ def test_orders_go_through_events_orders(processor):
     assert decided[0].outputs[0].key == b"demo:u1"
     assert decode_dropped(decided[1].outputs[0].value)["reason"] == "duplicate_order"
     assert decode_clean(decided[0].outputs[0].value)["checks"][-1] == "order_uniqueness"
+
+
+def order_records(processor, *events):
+    """Each event through the raw path, as the events.orders records it becomes."""
+    user_state = InMemoryState()
+    out = []
+    for offset, event in enumerate(events):
+        [fwd] = feed(processor, user_state, event).outputs
+        assert fwd.sink is Sink.ORDERS
+        out.append(Record("events.orders", fwd.partition, 10 + offset, fwd.key, fwd.value))
+    return out
+
+
+def test_an_earlier_order_event_decided_later_takes_the_order_and_re_decides_the_holder(
+    processor,
+):
+    late = raw(
+        name="confirmation",
+        order_id="o-7",
+        user_id="merchant",
+        timestamp=T0 + 23_040_000,  # 6.4 h later in event time
+        received_at=T0 + 23_040_000,
+        properties={"amount": "10"},
+        user_agent=CHROME,
+    )
+    early = raw(name="confirmation", order_id="o-7", user_id="customer")
+    r_late, r_early = order_records(processor, late, early)
+    state = InMemoryState()
+    first = processor.on_order(r_late, state)
+    assert first.sink is Sink.CLEAN
+    accepted = decode_clean(first.outputs[0].value)
+
+    second = processor.on_order(r_early, state)
+    assert second.sink is Sink.CLEAN
+    assert second.event_id == early["event_id"]
+    assert second.dropped is None
+    clean, redecided = second.outputs
+    assert clean.sink is Sink.CLEAN
+    assert decode_clean(clean.value)["event_id"] == early["event_id"]
+    # The holder's new decision: its whole event, dropped, from its own position.
+    assert (redecided.sink, redecided.key) == (Sink.DROPPED, b"demo:merchant")
+    dropped = decode_dropped(redecided.value)
+    assert dropped["event_id"] == late["event_id"]
+    assert (dropped["reason"], dropped["stage"]) == ("duplicate_order", "orders")
+    assert dropped["detail"] == f"order taken by {early['event_id']} at {T0}"
+    assert dropped["source_offset"] == r_late.offset
+    for field in ("timestamp", "properties", "order_id", "browser", "fingerprint", "user_key"):
+        assert dropped[field] == accepted[field], field
+    # The clock stands still (42): the re-decision is stamped 1 ms after the
+    # acceptance, so ClickHouse's version ranks it above the accepted row.
+    assert (accepted["decided_at"], dropped["decided_at"]) == (42, 43)
+    assert decision_version(43, Decision.DROPPED, "duplicate_order") > decision_version(
+        42, Decision.ACCEPTED
+    )
+
+
+def test_an_order_event_read_again_gives_the_same_outputs(processor):
+    late = raw(name="purchase", order_id="o-8", user_id="a", timestamp=T0 + 1, received_at=T0 + 1)
+    early = raw(name="purchase", order_id="o-8", user_id="b")
+    r_late, r_early = order_records(processor, late, early)
+    state = InMemoryState()
+    processor.on_order(r_late, state)
+    taken = processor.on_order(r_early, state)
+    assert processor.on_order(r_early, state).outputs == taken.outputs
+    again = processor.on_order(r_late, state)
+    assert again.sink is Sink.DROPPED
+    [dropped] = again.outputs
+    redecided = decode_dropped(taken.outputs[1].value)
+    # The same decision; stamped by the clock, as a record decided now is.
+    assert decode_dropped(dropped.value) == {**redecided, "decided_at": 42}
+
+
+def test_an_oversized_holder_is_kept_trimmed_and_still_re_decided(processor):
+    blob = {"orderId": "o-9", "notes": "x" * (RECORD_LIMIT + 1)}
+    late = raw(name="purchase", user_id="a", properties=blob, timestamp=T0 + 1, received_at=T0 + 1)
+    early = raw(name="purchase", order_id="o-9", user_id="b")
+    r_late, r_early = order_records(processor, late, early)
+    state = InMemoryState()
+    processor.on_order(r_late, state)
+    [(_, value)] = state.data.values()
+    assert len(orjson.dumps(value)) < 4_096
+    _, redecided = processor.on_order(r_early, state).outputs
+    dropped = decode_dropped(redecided.value)
+    assert dropped["event_id"] == late["event_id"]
+    assert dropped["reason"] == "duplicate_order"
+    assert dropped["order_id"] == "o-9"  # taken from the properties it no longer has
+    assert dropped["properties"] == {}
+
+
+def test_the_orders_pipeline_must_be_the_order_rule(settings):
+    pipelines = build_pipelines(settings, UserAgents(16))
+    with pytest.raises(ValueError, match="exactly one OrderUniqueness"):
+        Processor(settings, pipelines=Pipelines(pipelines.user, Pipeline([])))
 
 
 def test_order_id_from_properties(processor):

@@ -6,7 +6,7 @@ import pytest
 
 from eventsieve.config import ProjectSettings, Settings, ShieldSettings
 from schemas.canonical import topic_key
-from schemas.codecs import decode_dropped, encode_clean, encode_dropped, encode_raw
+from schemas.codecs import decode_clean, decode_dropped, encode_clean, encode_dropped, encode_raw
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import Stage
 from streams.partitioning import partition_for
@@ -75,8 +75,7 @@ def run(s: Settings, span: ReplayRange, records: list[Record]) -> dict[str, str]
     replayer = Replayer(s, span, decided_at=99, rekey_topic="rekey")
     out = {}
     for r in records:
-        decided = replayer.feed(r)
-        if decided is not None:
+        for decided in replayer.feed(r):
             out[decided.event_id] = decided.label
     return out
 
@@ -209,8 +208,7 @@ def test_a_misplaced_record_is_rekeyed_and_decided_with_its_users_state():
     records = [log.record(first), log.record(copy, partition=(home + 1) % PARTITIONS)]
     replayer = Replayer(settings(), ReplayRange(S0), decided_at=99, rekey_topic="rekey")
     replayer.feed(records[0])
-    decided = replayer.feed(records[1])
-    assert decided is not None
+    [decided] = replayer.feed(records[1])
     assert decided.label == "dropped:duplicate"
     dropped = decode_dropped(decided.output.value)
     assert dropped["decided_at"] == 99
@@ -219,15 +217,14 @@ def test_a_misplaced_record_is_rekeyed_and_decided_with_its_users_state():
 
 def test_undecodable_records_are_counted_and_emit_nothing():
     replayer = Replayer(settings(), ReplayRange(S0), decided_at=99, rekey_topic="rekey")
-    assert replayer.feed(Record("events.raw", 0, 0, b"k", b"{not json", T0)) is None
+    assert replayer.feed(Record("events.raw", 0, 0, b"k", b"{not json", T0)) == []
     assert replayer.counts.dlq == 1
 
 
 def test_outputs_carry_the_replay_start_as_decided_at():
     log = Log()
     replayer = Replayer(settings(), ReplayRange(S0), decided_at=1234, rekey_topic="rekey")
-    decided = replayer.feed(log.record(raw(T0, user_agent="python-requests/2.31.0")))
-    assert decided is not None
+    [decided] = replayer.feed(log.record(raw(T0, user_agent="python-requests/2.31.0")))
     assert decided.output.sink is Sink.DROPPED
     assert decode_dropped(decided.output.value)["decided_at"] == 1234
     assert decided.label == "dropped:bot"
@@ -279,25 +276,58 @@ def test_output_head_reads_id_project_and_time_of_both_outputs(timestamp):
     assert output_head(dropped) == want
 
 
-def test_an_order_id_shared_by_two_users_goes_to_the_earliest_record_whatever_the_partitions():
+def test_an_order_id_shared_by_two_users_goes_to_the_earliest_event_whatever_the_records():
+    """Live and replayed alike: the earliest confirmation by event time keeps the order id,
+    whichever record comes first (the merge's order follows record timestamps)."""
     log = Log()
-    a = raw(T0 + 1_000, name="purchase", order_id="o-9", user_id="alice")
-    b = raw(T0 + 1_000, name="purchase", order_id="o-9", user_id="bob")
-    ra, rb = log.record(a), log.record(b)
-    assert ra.partition != rb.partition
-    for first, second in ((ra, rb), (rb, ra)):
-        early = Record(**{**_fields(first), "timestamp": T0})
-        late = Record(**{**_fields(second), "timestamp": T0 + 5})
+    early = raw(T0 + 1_000, name="purchase", order_id="o-9", user_id="alice")
+    late = raw(T0 + 9_000, name="purchase", order_id="o-9", user_id="bob")
+    r_early, r_late = log.record(early), log.record(late)
+    assert r_early.partition != r_late.partition
+    for first, second in ((r_early, r_late), (r_late, r_early)):
         merge = TimeOrderedMerge(range(PARTITIONS))
-        for r in (late, early):  # pushed in the "wrong" order: the merge decides
-            merge.push(r)
+        merge.push(Record(**{**_fields(first), "timestamp": T0}))
+        merge.push(Record(**{**_fields(second), "timestamp": T0 + 5}))
         for p in range(PARTITIONS):
             merge.finish(p)
         replayer = Replayer(settings(), ReplayRange(S0), decided_at=99, rekey_topic="rekey")
-        got = {d.event_id: d.label for r in merge.drain() if (d := replayer.feed(r))}
-        early_id = (a if first is ra else b)["event_id"]
-        late_id = (b if first is ra else a)["event_id"]
-        assert got == {early_id: "accepted", late_id: "dropped:duplicate_order"}
+        decided = [d for r in merge.drain() for d in replayer.feed(r)]
+        final = {d.event_id: d.label for d in decided}
+        assert final == {
+            early["event_id"]: "accepted",
+            late["event_id"]: "dropped:duplicate_order",
+        }
+        # The later one decided first is accepted, then re-decided 1 ms after the
+        # replay's start, so the sink ranks the re-decision above the acceptance.
+        stamps = [decode_any(d.output)["decided_at"] for d in decided]
+        if first is r_late:
+            assert [d.event_id for d in decided] == [
+                late["event_id"],
+                early["event_id"],
+                late["event_id"],
+            ]
+            assert stamps == [99, 99, 100]
+            assert replayer.counts.redecided == 1
+        else:
+            assert stamps == [99, 99]
+            assert replayer.counts.redecided == 0
+
+
+def test_a_displaced_holder_is_re_decided_only_when_it_is_in_the_range():
+    log = Log()
+    late = raw(T0 - 5_000, name="purchase", order_id="o-7", user_id="bob")
+    early = raw(T0 - 9_000, name="purchase", order_id="o-7", user_id="alice")
+    records = [log.record(late), log.record(early)]  # the later one is decided first
+    assert run(settings(), ReplayRange(S0 - 10), records) == {
+        late["event_id"]: "dropped:duplicate_order",
+        early["event_id"]: "accepted",
+    }
+    # Only the early one in the range: the late one, outside, gets nothing.
+    assert run(settings(), ReplayRange(S0 - 9, S0 - 6), records) == {early["event_id"]: "accepted"}
+
+
+def decode_any(out):
+    return (decode_dropped if out.sink is Sink.DROPPED else decode_clean)(out.value)
 
 
 def _fields(r: Record) -> dict:
