@@ -198,6 +198,15 @@ def derived_event_id(topic: str, partition: int, offset: int) -> str:
     return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"{topic}/{partition}/{offset}"))
 
 
+def copy_event_id(event_id: str, event_time: int) -> str:
+    """The id a dropped copy is stored under: an event id re-sent at another time.
+
+    Derived from the id and the copy's event time, so a re-read or a replay of
+    the copy lands on the same row, and the original keeps its id to itself.
+    """
+    return str(uuid.uuid5(_EVENT_ID_NAMESPACE, f"copy/{event_id}/{event_time}"))
+
+
 _EVENT_ID_NAMESPACE = uuid.UUID("6f1d3a52-9a43-4c56-9a7e-3f2b0c9d8e71")
 
 

@@ -42,6 +42,7 @@ from schemas.events import (
     RawEvent,
     bounded_dlq_payload,
     clean_event,
+    copy_event_id,
     derived_event_id,
     dropped_event,
     now_ms,
@@ -285,8 +286,12 @@ class Processor:
         decided_at: int | None = None,
     ) -> Outcome:
         agent = e.agent
+        event_id = e.raw["event_id"]
+        if dropped.reuses_id:
+            event_id = copy_event_id(event_id, e.facts.time)
         event = dropped_event(
             e.raw,
+            event_id=event_id,
             reason=dropped.reason,
             stage=dropped.stage,
             detail=dropped.detail,
@@ -305,7 +310,7 @@ class Processor:
             timestamp=e.facts.time,
         )
         out = Output(Sink.DROPPED, key, encode_dropped(event))
-        return Outcome([out], Sink.DROPPED, e.raw["event_id"], dropped, event_time=e.facts.time)
+        return Outcome([out], Sink.DROPPED, event_id, dropped, event_time=e.facts.time)
 
     def _dlq(
         self,

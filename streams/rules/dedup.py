@@ -5,8 +5,10 @@
   identical event → ``duplicate``. Sliding: each accepted event is a new anchor.
 - ``IdempotencyDedup``: the same ``idempotency_key`` for the same user within
   ``window`` (24 h) under a *different* event id → ``duplicate_idempotency_key``.
-  The same event id again is a redelivery of the same event, accepted again
-  (ClickHouse keeps one row per event id, so it is never counted twice).
+  The same event id again, at the same time, is a redelivery of the same
+  event, accepted again (ClickHouse keeps one row per event id, so it is
+  never counted twice); at another time it is a client re-sending the id, a
+  copy: dropped, and stored under a derived id (``Dropped.reuses_id``).
   Keys are scoped to the user because state is partitioned by user.
 """
 
@@ -33,7 +35,12 @@ class ContentDedup:
         hit = check_window(state, f"d|{facts.fingerprint}", facts, self.window_ms, self.grace_ms)
         if hit is None:
             return None
-        return Dropped(DropReason.DUPLICATE, Stage.DEDUP, f"same as {hit[0]} at {hit[1]}")
+        return Dropped(
+            DropReason.DUPLICATE,
+            Stage.DEDUP,
+            f"same as {hit[0]} at {hit[1]}",
+            reuses_id=hit[0] == facts.event_id,
+        )
 
 
 class IdempotencyDedup:
@@ -54,5 +61,8 @@ class IdempotencyDedup:
         if hit is None:
             return None
         return Dropped(
-            DropReason.DUPLICATE_IDEMPOTENCY_KEY, Stage.DEDUP, f"key seen on {hit[0]} at {hit[1]}"
+            DropReason.DUPLICATE_IDEMPOTENCY_KEY,
+            Stage.DEDUP,
+            f"key seen on {hit[0]} at {hit[1]}",
+            reuses_id=hit[0] == facts.event_id,
         )

@@ -37,5 +37,8 @@ class EmailOpenThrottle:
         if hit is None:
             return None
         return Dropped(
-            DropReason.EMAIL_OPEN_THROTTLED, Stage.THROTTLE, f"open {hit[0]} at {hit[1]}"
+            DropReason.EMAIL_OPEN_THROTTLED,
+            Stage.THROTTLE,
+            f"open {hit[0]} at {hit[1]}",
+            reuses_id=hit[0] == facts.event_id,
         )

@@ -6,7 +6,7 @@ import pytest
 from eventsieve.config import ProjectSettings, Settings, ShieldSettings
 from schemas.canonical import topic_key
 from schemas.codecs import decode_clean, decode_dlq, decode_dropped, decode_raw, encode_raw
-from schemas.events import new_raw_event
+from schemas.events import copy_event_id, new_raw_event
 from sinks.rows import Decision, decision_version
 from streams.partitioning import partition_for
 from streams.pipeline import Pipeline, Pipelines, build_pipelines
@@ -326,3 +326,22 @@ def test_a_client_time_within_the_tolerance_is_kept(processor):
         feed(processor, InMemoryState(), raw(timestamp=T0 - 60_000)).outputs[0].value
     )
     assert clean["timestamp"] == T0 - 60_000
+
+
+def test_an_event_id_re_sent_at_another_time_is_stored_under_a_derived_id(processor):
+    """The copy's drop never shares the original's event id: one row per event id."""
+    state = InMemoryState()
+    first = raw(event_id="client-7", idempotency_key="client-7", user_agent=CHROME)
+    assert feed(processor, state, first).sink is Sink.CLEAN
+    again = dict(first, timestamp=T0 + 2_000, received_at=T0 + 2_000)
+    out = feed(processor, state, again, offset=1)
+    assert out.sink is Sink.DROPPED
+    [o] = out.outputs
+    dropped = decode_dropped(o.value)
+    assert dropped["reason"] == "duplicate_idempotency_key"
+    assert dropped["event_id"] == out.event_id == copy_event_id("client-7", T0 + 2_000)
+    assert "client-7" in dropped["detail"]
+    # Read again (a redelivery of the copy): the same derived id, the same row.
+    assert feed(processor, state, again, offset=1).event_id == out.event_id
+    # The original read again is still accepted under its own id.
+    assert feed(processor, state, first).event_id == "client-7"
