@@ -11,6 +11,8 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 
+import numpy as np
+
 TopicPartition = tuple[str, int]
 
 
@@ -27,6 +29,23 @@ class OffsetRanges:
             self.ranges[key] = (offset, offset)
         else:
             self.ranges[key] = (min(current[0], offset), max(current[1], offset))
+
+    def add_many(self, topic: str, partitions: list[int], offsets: list[int]) -> None:
+        """``add`` for many records of one topic at once."""
+        if not offsets:
+            return
+        if partitions.count(partitions[0]) == len(partitions):
+            groups = [(partitions[0], min(offsets), max(offsets))]
+        else:
+            parts = np.asarray(partitions)
+            offs = np.asarray(offsets)
+            groups = [
+                (int(p), int(offs[parts == p].min()), int(offs[parts == p].max()))
+                for p in np.unique(parts)
+            ]
+        for partition, first, last in groups:
+            self.add(topic, partition, first)
+            self.add(topic, partition, last)
 
     def commit_offsets(self) -> dict[TopicPartition, int]:
         """Kafka commit positions: the offset after the last one of each partition."""
@@ -59,19 +78,47 @@ def dedup_token(ranges: OffsetRanges, table: str) -> str:
     return f"eventsieve-{digest[:40]}"
 
 
+# Under low load, batches are flushed at most this many times per
+# max_interval_s: with the default 1 s, ten inserts a second per table at
+# most, which ClickHouse merges without trouble, while a lone event waits
+# 100 ms at most for the previous insert.
+_IDLE_FLUSHES_PER_INTERVAL = 10
+
+
 @dataclass(frozen=True)
 class FlushPolicy:
-    """When a batch is due: enough rows, or its oldest row waited long enough."""
+    """When a batch is due: enough records, its oldest record waited long enough, or
+    (adaptive, for freshness under low load) the consumer has nothing more right now
+    and the previous flush is at least ``min_interval_s`` ago.
+
+    Under load the consumer is never idle, so batches fill up to ``max_rows``
+    or ``max_interval_s``; as the load falls they shrink down to a single
+    record, written as soon as it arrives.
+    """
 
     max_rows: int
     max_interval_s: float
+    min_interval_s: float = -1.0  # negative: max_interval_s / _IDLE_FLUSHES_PER_INTERVAL
 
-    def due(self, rows: int, started_at: float | None, now: float) -> bool:
-        if rows == 0 and started_at is None:
+    def __post_init__(self) -> None:
+        if self.min_interval_s < 0:
+            gap = self.max_interval_s / _IDLE_FLUSHES_PER_INTERVAL
+            object.__setattr__(self, "min_interval_s", gap)
+
+    def due(
+        self,
+        rows: int,
+        started_at: float | None,
+        now: float,
+        idle: bool = False,
+        last_flush: float = float("-inf"),
+    ) -> bool:
+        if rows == 0 or started_at is None:
             return False
-        if rows >= self.max_rows:
+        # Deadlines as sums, the way the writer computes how long it may wait.
+        if rows >= self.max_rows or now >= started_at + self.max_interval_s:
             return True
-        return started_at is not None and now - started_at >= self.max_interval_s
+        return idle and now >= last_flush + self.min_interval_s
 
 
 @dataclass

@@ -30,6 +30,21 @@ class ClickHouseRejectedError(SinkError):
         super().__init__(message)
 
 
+class ColumnsMismatchError(SinkError):
+    """A table's columns (names and types, as the server reports them) are not the ones
+    a Native block was made for; nothing was inserted. The writer inserts the rows
+    through clickhouse-driver's own serialisation instead, which adapts to the table."""
+
+    def __init__(self, actual: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> None:
+        self.differences = [
+            (a, w) for a, w in zip(actual, wanted, strict=False) if tuple(a) != tuple(w)
+        ]
+        if len(actual) != len(wanted):
+            self.differences.append((("columns", str(len(actual))), ("columns", str(len(wanted)))))
+        shown = "; ".join(f"{a[0]} {a[1]} (expected {w[1]})" for a, w in self.differences[:5])
+        super().__init__(f"table columns differ: {shown}")
+
+
 class RowError(SinkError):
     """A Kafka record cannot become a row; it goes to the DLQ with ``error_type``."""
 

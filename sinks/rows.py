@@ -34,7 +34,7 @@ MAX_TIMESTAMP_MS = (2**32 - 1) * 1000
 # Event ids are UUIDs or publisher ids; anything longer is not an id.
 MAX_EVENT_ID_LENGTH = 256
 # decided_at in ms fits in 44 bits until the year 2527; the bits above rank decisions.
-_RANK_SHIFT = 44
+RANK_SHIFT = 44
 # User-property keys whose value is also the profile's avatar (Vemetric's "avatarUrl").
 AVATAR_KEYS = ("avatar", "avatarUrl", "avatar_url")
 # Kinds that are about the user rather than an action of the user.
@@ -74,7 +74,7 @@ def decision_version(
     rank = 0 if decision is Decision.DROPPED and reason in COPY_REASONS else 1
     if credential != "public":
         rank += 2
-    return (rank << _RANK_SHIFT) | decided_at_ms
+    return (rank << RANK_SHIFT) | decided_at_ms
 
 
 def _text(value: Any) -> str:
@@ -174,7 +174,7 @@ def event_row(event: Mapping[str, Any], decision: Decision) -> tuple[Any, ...]:
             g("source_topic") or "",
             g("source_partition", -1),
             g("source_offset", -1),
-            _revenue(g("revenue_amount")),
+            parse_revenue(g("revenue_amount")),
             g("revenue_currency") or "",
         )
     except KeyError as exc:
@@ -183,7 +183,7 @@ def event_row(event: Mapping[str, Any], decision: Decision) -> tuple[Any, ...]:
         raise RowError("invalid_field", f"properties are not a map: {exc}") from None
 
 
-def _revenue(amount: str | None) -> Decimal | None:
+def parse_revenue(amount: str | None) -> Decimal | None:
     """The ``revenue_amount`` column's value: the decimal text as a Decimal, or NULL."""
     if amount is None:
         return None

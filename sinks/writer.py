@@ -7,16 +7,27 @@ previous one was acknowledged:
 
 1. insert the batch's rows into ClickHouse, table by table (``events``, then
    ``user_updates``, ``user_property_updates`` and ``user_deletions``), each
-   as one columnar block carrying an insert deduplication token;
+   as one insert carrying an insert deduplication token;
 2. flush the DLQ producer: the batch's records that could not become rows are
    acknowledged by Kafka on ``events.dlq``;
 3. commit the batch's Kafka offsets, synchronously.
 
+How a batch becomes rows (once per batch, kept across retries): the values
+of each topic are decoded together into column arrays (``schemas.columns``)
+and ``events`` is built from them as Native blocks (``sinks.blocks``,
+``sinks.native``), no Python code per row. Records that are not plain
+current-schema values, or that ``sinks.rows`` might refuse, go one by one
+through ``schemas.codecs`` and ``sinks.rows``: a poison record goes to the
+DLQ with its exact error, the rows of the others are sent in the same
+inserts, serialised by clickhouse-driver.
+
 When ClickHouse refuses the data itself (``ClickHouseRejectedError``: a type
-or range error that no retry can cure), step 1 inserts the batch in halves,
-and halves of halves, until each refused record stands alone; those records
-go to the DLQ (``clickhouse_rejected``) and everything else is written. A
-record too large for a DLQ record is kept truncated (``sinks.dlq``).
+or range error that no retry can cure), or a table's columns are not the
+ones the blocks were made for (``ColumnsMismatchError``), step 1 writes the
+batch as rows through ``sinks.rows``, in halves, and halves of halves, until
+each refused record stands alone; those records go to the DLQ
+(``clickhouse_rejected``) and everything else is written. A record too large
+for a DLQ record is kept truncated (``sinks.dlq``).
 
 A crash anywhere before 3 makes Kafka re-deliver the batch, and writing it
 again is harmless: rows with the same ``event_id`` and ``version`` collapse in
@@ -24,13 +35,23 @@ the ReplacingMergeTree (and readers collapse them before the merge), profile
 states are ``argMax`` (idempotent), and on modern servers the token drops an
 identical retried block outright. A crash after 3 loses nothing.
 
+When a batch is due (``sinks.batching.FlushPolicy``)
+----------------------------------------------------
+When it holds ``max_rows`` records, when its oldest record is
+``max_interval_s`` old, or, under low load, as soon as the consumer has
+nothing more to give — but not sooner than ``min_interval_s`` after the
+previous flush: a lone event is in ClickHouse within milliseconds, a steady
+stream is written in batches that grow with the load, and ClickHouse never
+gets more than ``1 / min_interval_s`` inserts a second per table.
+
 Outages
 -------
 When step 1 or 2 fails, every assigned partition is paused (no more records
 are fetched: memory stays bounded by one batch), the loop waits with
 exponential backoff while still polling (so the consumer keeps its group
 membership and serves rebalances), and retries the same batch until it goes
-through. The sink never exits because ClickHouse is down. When partitions are
+through; while ClickHouse is down it is asked every second whether it is
+back. The sink never exits because ClickHouse is down. When partitions are
 revoked meanwhile, the batch is discarded: it was not committed, so the new
 owner reads it again.
 """
@@ -40,20 +61,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from eventsieve.errors import ServiceUnavailableError
 from eventsieve.logging import get_logger
+from schemas import registry
 from schemas.codecs import decode_clean, decode_dropped
+from schemas.columns import ColumnDecoder, decoder
 from schemas.errors import DecodeError
 from sinks.batching import Backoff, FlushPolicy, OffsetRanges, dedup_token
+from sinks.blocks import Revenue, add_profiles, events_block, suspects
 from sinks.clickhouse import ClickHouse
 from sinks.dlq import DlqSender
-from sinks.errors import ClickHouseRejectedError, ClickHouseUnavailableError, RowError
+from sinks.errors import (
+    ClickHouseRejectedError,
+    ClickHouseUnavailableError,
+    ColumnsMismatchError,
+    RowError,
+)
 from sinks.metrics import SinkMetrics
+from sinks.native import NativeBlock
 from sinks.rows import Batch, Decision
 
 log = get_logger(__name__)
@@ -69,21 +100,27 @@ _LAG_INTERVAL_S = 10.0
 # While ClickHouse is down, how often it is asked whether it is back (a
 # connection attempt and SELECT 1: cheap for both sides).
 _PROBE_INTERVAL_S = 1.0
+_TABLES = ("events", "user_updates", "user_property_updates", "user_deletions")
 
 
 @dataclass(frozen=True)
 class Route:
-    """How records of one topic become rows."""
+    """How records of one topic become rows.
+
+    ``decode`` reads one record (any released schema version, or JSON);
+    ``columns``, when given, reads a batch of current-version values at once.
+    """
 
     decode: Decoder
     decision: Decision
+    columns: ColumnDecoder | None = None
 
 
 def routes_for(clean_topic: str, dropped_topic: str) -> dict[str, Route]:
     """The sink's two inputs: accepted events and dropped events."""
     return {
-        clean_topic: Route(decode_clean, Decision.ACCEPTED),
-        dropped_topic: Route(decode_dropped, Decision.DROPPED),
+        clean_topic: Route(decode_clean, Decision.ACCEPTED, decoder(registry.CLEAN_EVENT)),
+        dropped_topic: Route(decode_dropped, Decision.DROPPED, decoder(registry.DROPPED_EVENT)),
     }
 
 
@@ -108,6 +145,9 @@ def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str
         # Bound the prefetch queue (per consumer) so a paused sink holds little.
         "queued.max.messages.kbytes": 65_536,
         "fetch.max.bytes": 52_428_800,
+        # A fetch returns as soon as there is anything (fetch.min.bytes is 1);
+        # an idle broker holds it at most this long, the freshness floor.
+        "fetch.wait.max.ms": 100,
         **overrides,
     }
 
@@ -123,8 +163,20 @@ def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
     }
 
 
+@dataclass
+class Prepared:
+    """A batch turned into what is inserted: built once, kept across retries."""
+
+    blocks: list[NativeBlock] = field(default_factory=list)
+    # Rows built one by one: events of the records that took the strict path,
+    # and every profile-table row.
+    rows: Batch = field(default_factory=Batch)
+    # The records whose rows are in the batch (the DLQ'd ones are not).
+    records: list[Message] = field(default_factory=list)
+
+
 class SinkWriter:
-    """Buffers rows (``add``), flushes on size, interval or shutdown (``flush``).
+    """Buffers records (``add``), flushes on size, age, idleness or shutdown (``flush``).
 
     The clock is a parameter so tests never wait for an interval to pass.
     """
@@ -152,18 +204,18 @@ class SinkWriter:
         # Called with a step name between the steps of the commit order; crash
         # tests use it to stop the process at an exact point (see service.py).
         self.failpoint = failpoint or (lambda _step: None)
-        self.batch = Batch()
+        self.pending: dict[str, list[Message]] = {topic: [] for topic in self.routes}
         self.offsets = OffsetRanges()
         self.records = 0
         self.started_at: float | None = None
+        self.last_flush = float("-inf")
+        self._prepared: Prepared | None = None
         self._done_tables: set[str] = set()
-        # The records whose rows are in the batch, in order: what a batch
-        # ClickHouse rejects is split along (see _write_isolating_rejects).
-        self._row_records: list[Message] = []
         self._revoked = False
         self._carry: list[Message] = []
         self._lag_at = 0.0
         self._consumed = {t: self.metrics.records_consumed.labels(t) for t in self.routes}
+        self._mismatch_logged: set[str] = set()
 
     # -- Kafka group membership ------------------------------------------------
 
@@ -209,61 +261,80 @@ class SinkWriter:
             self.clickhouse.close()
 
     def step(self, max_wait_s: float = 0.2) -> None:
-        """One round: take what the consumer has (up to the batch limit), flush if due."""
+        """One round: take what the consumer has (up to the batch limit), flush if due.
+
+        What is fetched already is taken without waiting; when there is
+        nothing, the consumer is polled until a record comes or the batch
+        falls due, at most ``max_wait_s``. The consumer is idle when it gave
+        fewer records than asked for: everything fetched is in the batch.
+        """
         carried, self._carry = self._carry, []
-        for message in carried:
-            self.add(message)
-        room = self.policy.max_rows - self.batch.rows
+        self.add_all(carried)
+        room = self.policy.max_rows - self.records
+        idle = False
         if room > 0:
-            timeout = max_wait_s
-            if self.started_at is not None:
-                left = self.started_at + self.policy.max_interval_s - self.clock()
-                timeout = max(0.0, min(timeout, left))
-            for message in self.consumer.consume(min(room, _CONSUME_CHUNK), timeout):
-                self.add(message)
-        if self.policy.due(self.records, self.started_at, self.clock()):
+            chunk = min(room, _CONSUME_CHUNK)
+            messages = self.consumer.consume(chunk, 0)
+            if not messages:
+                wait = self._time_to_due(max_wait_s)
+                first = self.consumer.poll(wait) if wait > 0 else None
+                if first is not None:
+                    messages = [first, *self.consumer.consume(chunk - 1, 0)]
+            self.add_all(messages)
+            idle = len(messages) < chunk
+        if self.policy.due(self.records, self.started_at, self.clock(), idle, self.last_flush):
             self.flush()
         self._update_lag()
 
+    def _time_to_due(self, max_wait_s: float) -> float:
+        """How long the consumer may wait for a record before the batch must be looked at."""
+        if self.started_at is None:
+            return max_wait_s
+        now = self.clock()
+        by_age = self.started_at + self.policy.max_interval_s - now
+        by_gap = self.last_flush + self.policy.min_interval_s - now
+        return max(0.0, min(max_wait_s, by_age, by_gap))
+
     def add(self, message: Message) -> None:
-        """Buffer one consumed record as rows, or as a DLQ record if it is not a valid event."""
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return
-            if error.fatal():
-                raise KafkaException(error)
-            log.warning("consumer error", error=str(error))
+        """Buffer one consumed record."""
+        self.add_all([message])
+
+    def add_all(self, messages: list[Message]) -> None:
+        """Buffer consumed records (rows are built at flush, for the whole batch at once)."""
+        if not messages:
             return
-        topic = message.topic() or ""
-        route = self.routes[topic]
-        self._consumed[topic].inc()
-        try:
-            value = message.value()
-            if value is None:
-                raise RowError("empty_value", "record has no value")
-            self.batch.add(route.decode(value), route.decision)
-            self._row_records.append(message)
-        except Exception as exc:
-            # Any failure to turn this one record into rows is the record's
-            # problem, not the batch's: a crash here would crash-loop on it.
-            if isinstance(exc, DecodeError | RowError):
-                error_type = getattr(exc, "error_type", None) or _snake(type(exc).__name__)
+        kept: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                kept.append(message)
+            elif error.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif error.fatal():
+                raise KafkaException(error)
             else:
-                error_type = "unexpected_" + _snake(type(exc).__name__)
-                log.error("record could not be converted", exc_info=True)
-            self.dlq.send(message, error_type, f"{type(exc).__name__}: {exc}")
-            self.metrics.dlq_records.labels(error_type).inc()
-            log.warning(
-                "record to DLQ",
-                topic=topic,
-                partition=message.partition(),
-                offset=message.offset(),
-                error_type=error_type,
-                error=str(exc),
+                log.warning("consumer error", error=str(error))
+        if not kept:
+            return
+        if self._prepared is not None:
+            # Records fetched while a prepared batch waits for ClickHouse (before
+            # the pause took effect): they wait for the next batch.
+            self._carry.extend(kept)
+            return
+        topics = [m.topic() or "" for m in kept]
+        if topics.count(topics[0]) == len(topics):
+            groups = {topics[0]: kept}
+        else:
+            groups = {}
+            for message, topic in zip(kept, topics, strict=True):
+                groups.setdefault(topic, []).append(message)
+        for topic, mine in groups.items():
+            self.pending[topic].extend(mine)
+            self._consumed[topic].inc(len(mine))
+            self.offsets.add_many(
+                topic, [m.partition() or 0 for m in mine], [m.offset() or 0 for m in mine]
             )
-        self.offsets.add(topic, message.partition() or 0, message.offset() or 0)
-        self.records += 1
+        self.records += len(kept)
         if self.started_at is None:
             self.started_at = self.clock()
 
@@ -297,7 +368,7 @@ class SinkWriter:
                         "flush failed, retrying",
                         error=str(exc),
                         retry_in_s=round(delay, 2),
-                        rows=self.batch.rows,
+                        records=self.records,
                         offsets=self.offsets.describe(),
                     )
                     self._wait(delay, probe=clickhouse_down)
@@ -307,40 +378,126 @@ class SinkWriter:
             if paused and not self._revoked:
                 self.consumer.resume(paused)
             self.metrics.paused.set(0)
+            self.last_flush = self.clock()
 
     # -- internals ---------------------------------------------------------------
 
+    def _prepare(self) -> Prepared:
+        """The batch's blocks and rows (built once); its poison records sent to the DLQ."""
+        if self._prepared is not None:
+            return self._prepared
+        prepared = Prepared()
+        for topic, messages in self.pending.items():
+            if messages:
+                self._prepare_topic(self.routes[topic], messages, prepared)
+        self._prepared = prepared
+        return prepared
+
+    def _prepare_topic(self, route: Route, messages: list[Message], prepared: Prepared) -> None:
+        values = [m.value() for m in messages]
+        if route.columns is None:
+            columnar, strict = [], list(range(len(values)))
+        elif None in values:  # tombstones: to the DLQ by the strict path
+            columnar = [i for i, v in enumerate(values) if v is not None]
+            strict = [i for i, v in enumerate(values) if v is None]
+        else:
+            columnar, strict = list(range(len(values))), []
+        if columnar:
+            assert route.columns is not None
+            batch = route.columns.decode([values[i] for i in columnar])
+            revenue = Revenue(batch)
+            odd = suspects(batch, route.decision, revenue)
+            if odd.any():
+                strict += [columnar[i] for i in np.flatnonzero(odd).tolist()]
+                keep = ~odd
+                batch, revenue = batch.select(keep), revenue.select(keep)
+                columnar = [columnar[i] for i in np.flatnonzero(keep).tolist()]
+            prepared.blocks.append(events_block(batch, route.decision, revenue))
+            if route.decision is Decision.ACCEPTED:
+                add_profiles(batch, prepared.rows)
+            prepared.records += [messages[i] for i in columnar]
+        for i in sorted(strict):
+            if self._add_rows(route, messages[i], values[i], prepared.rows):
+                prepared.records.append(messages[i])
+
+    def _add_rows(self, route: Route, message: Message, value: bytes | None, rows: Batch) -> bool:
+        """One record through ``sinks.rows`` (its rows into ``rows``), or to the DLQ."""
+        try:
+            if value is None:
+                raise RowError("empty_value", "record has no value")
+            rows.add(route.decode(value), route.decision)
+            return True
+        except Exception as exc:
+            # Any failure to turn this one record into rows is the record's
+            # problem, not the batch's: a crash here would crash-loop on it.
+            if isinstance(exc, DecodeError | RowError):
+                error_type = getattr(exc, "error_type", None) or _snake(type(exc).__name__)
+            else:
+                error_type = "unexpected_" + _snake(type(exc).__name__)
+                log.error("record could not be converted", exc_info=True)
+            self.dlq.send(message, error_type, f"{type(exc).__name__}: {exc}")
+            self.metrics.dlq_records.labels(error_type).inc()
+            log.warning(
+                "record to DLQ",
+                topic=message.topic(),
+                partition=message.partition(),
+                offset=message.offset(),
+                error_type=error_type,
+                error=str(exc),
+            )
+            return False
+
     def _write_and_commit(self) -> None:
         """Steps 1-3 of the commit order; tables already written in this batch are skipped."""
+        prepared = self._prepare()
+        rows = prepared.rows
         try:
-            for table, columns in self.batch.tables:
-                if table in self._done_tables or not columns.rows:
+            for table, columns in rows.tables:
+                if table in self._done_tables:
                     continue
                 token = dedup_token(self.offsets, table)
-                self.clickhouse.insert_columns(table, columns.names, columns.data, token)
+                written = 0
+                if table == "events" and any(b.rows for b in prepared.blocks):
+                    python = columns.data if columns.rows else None
+                    written = self.clickhouse.insert_blocks(table, prepared.blocks, token, python)
+                elif columns.rows:
+                    written = self.clickhouse.insert_columns(
+                        table, columns.names, columns.data, token
+                    )
                 self._done_tables.add(table)
-                self.metrics.rows_written.labels(table).inc(columns.rows)
-        except ClickHouseRejectedError as exc:
-            log.warning("ClickHouse rejected the batch; isolating the records", error=str(exc))
-            self._write_isolating_rejects()
+                if written:
+                    self.metrics.rows_written.labels(table).inc(written)
+        except (ClickHouseRejectedError, ColumnsMismatchError) as exc:
+            self._log_fallback(exc)
+            self._write_isolating_rejects(prepared.records)
         self.failpoint("after_insert")
         self.dlq.flush()
         self._commit()
-        self.metrics.batch_rows.observe(self.batch.rows)
-        log.debug("batch committed", rows=self.batch.rows, offsets=self.offsets.describe())
+        event_rows = sum(b.rows for b in prepared.blocks) + rows.rows
+        self.metrics.batch_rows.observe(event_rows)
+        log.debug("batch committed", rows=event_rows, offsets=self.offsets.describe())
         self._discard()
 
-    def _write_isolating_rejects(self) -> None:
-        """Insert the batch in halves, and halves of halves, until every record ClickHouse
-        rejects stands alone; those go to the DLQ (``clickhouse_rejected``), the rest
-        is written.
+    def _log_fallback(self, exc: Exception) -> None:
+        if isinstance(exc, ColumnsMismatchError):
+            # Every batch takes this path while the table differs: say it once.
+            level = log.debug if "events" in self._mismatch_logged else log.warning
+            self._mismatch_logged.add("events")
+            level("table differs from the sink's columns; writing rows instead", error=str(exc))
+        else:
+            log.warning("ClickHouse rejected the batch; isolating the records", error=str(exc))
+
+    def _write_isolating_rejects(self, records: list[Message]) -> None:
+        """Insert the batch as rows in halves, and halves of halves, until every record
+        ClickHouse rejects stands alone; those go to the DLQ (``clickhouse_rejected``),
+        the rest is written.
 
         Re-inserting rows that an earlier attempt already wrote is harmless (rows
         collapse by event id and version; profile states are idempotent), so
         each part is written whole. ``ClickHouseUnavailableError`` propagates:
         the batch is then retried from the start, like any other outage.
         """
-        parts = [self._row_records]
+        parts = [records] if records else []
         while parts:
             part = parts.pop()
             batch = Batch()
@@ -351,6 +508,8 @@ class SinkWriter:
             suffix = f"{first.topic()}/{first.partition()}/{first.offset()}+{len(part)}"
             try:
                 for table, columns in batch.tables:
+                    if not columns.rows:
+                        continue
                     token = f"{dedup_token(self.offsets, table)}-{suffix}"
                     self.clickhouse.insert_columns(table, columns.names, columns.data, token)
                     self.metrics.rows_written.labels(table).inc(columns.rows)
@@ -369,7 +528,7 @@ class SinkWriter:
                     error_type="clickhouse_rejected",
                     error=str(exc),
                 )
-        self._done_tables.update(table for table, _ in self.batch.tables)
+        self._done_tables.update(_TABLES)
 
     def _commit(self) -> None:
         offsets = [
@@ -407,8 +566,9 @@ class SinkWriter:
                 next_probe = self.clock() + _PROBE_INTERVAL_S
 
     def _discard(self) -> None:
-        self.batch.clear()
-        self._row_records.clear()
+        for messages in self.pending.values():
+            messages.clear()
+        self._prepared = None
         self.offsets.clear()
         self.dlq.forget()
         self.records = 0

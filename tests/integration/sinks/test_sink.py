@@ -29,11 +29,15 @@ from eventsieve.stack import ClickHouseServer
 from eventsieve.stack.kafka import cache_root
 from eventsieve.stack.maven import resolve_jars
 from eventsieve.stack.process import ManagedProcess, port_in_use
-from schemas.codecs import decode_dlq, encode_clean, encode_dropped
+from schemas import registry
+from schemas.codecs import decode_clean, decode_dlq, decode_dropped, encode_clean, encode_dropped
+from schemas.columns import decoder
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
 from sinks import queries
+from sinks.blocks import Revenue, events_block, suspects
 from sinks.clickhouse import ClickHouse
+from sinks.ddl import EVENT_COLUMNS
 from sinks.errors import ClickHouseUnavailableError
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
@@ -748,6 +752,55 @@ def test_on_a_replicated_cluster_every_replica_holds_each_event_once(
             assert stats.dropped_by_reason == [("bot", dropped_n)]
         finally:
             ch.close()
+
+
+def test_native_blocks_read_back_exactly_as_the_rows_of_the_same_events(
+    ch: ClickHouse, clickhouse_url: str
+) -> None:
+    """The columnar path (Native blocks, sent as they are) and the row path (values
+    serialised by clickhouse-driver) store the same rows, on this server, for events
+    with every kind of field: text of every length, NULLs, maps, revenue, ranks."""
+    migrate(ch)
+    rows_db = ClickHouse(clickhouse_url, f"{ch.database}_rows")
+    migrate(rows_db)
+    try:
+        accepted = []
+        for i in range(400):
+            fields: dict[str, Any] = {}
+            if i % 3 == 0:
+                fields.update(interactive=i % 2 == 0, scroll_depth=i, engagement_time_ms=-i)
+            if i % 5 == 0:
+                fields.update(
+                    revenue_amount=f"{i}.1234", revenue_currency="EUR", credential="public"
+                )
+            if i % 7 == 0:
+                fields.update(user_agent="Zoë ✓ " * 60, display_name="Ännä", user_id=f"u{i}")
+            accepted.append(encode_clean(clean(i, **fields)))
+        drops = [
+            encode_dropped(dropped(i, reason=DropReason.DUPLICATE_IDEMPOTENCY_KEY))
+            for i in range(50)
+        ]
+        blocks, rows = [], Batch()
+        for values, name, decision, decode in (
+            (accepted, registry.CLEAN_EVENT, Decision.ACCEPTED, decode_clean),
+            (drops, registry.DROPPED_EVENT, Decision.DROPPED, decode_dropped),
+        ):
+            batch = decoder(name).decode(values)
+            revenue = Revenue(batch)
+            assert not suspects(batch, decision, revenue).any()
+            blocks.append(events_block(batch, decision, revenue))
+            for value in values:
+                rows.add(decode(value), decision)
+        assert ch.insert_blocks("events", blocks) == 450  # no ColumnsMismatchError: the fast path
+        rows_db.insert_columns("events", rows.events.names, rows.events.data)
+        columns = ", ".join(name for name, _ in EVENT_COLUMNS)
+        query = "SELECT {columns} FROM {db}.events ORDER BY event_id, version"
+        native = ch.execute(query.format(columns=columns, db=ch.database))
+        assert native == rows_db.execute(query.format(columns=columns, db=rows_db.database))
+        assert len(native) == 450
+    finally:
+        rows_db.execute(f"DROP DATABASE IF EXISTS {rows_db.database}")
+        rows_db.close()
 
 
 def test_stats_shows_hostile_event_names_as_text(

@@ -35,6 +35,34 @@ def test_flush_policy_on_size_and_on_age() -> None:
     assert policy.due(100, started_at=10.0, now=10.0)
 
 
+def test_flush_policy_flushes_early_when_idle_but_not_more_often_than_the_minimum_gap() -> None:
+    policy = FlushPolicy(max_rows=100, max_interval_s=1.0)
+    assert policy.min_interval_s == 0.1
+    # The consumer has nothing more: a lone record goes at once...
+    assert policy.due(1, started_at=10.0, now=10.0, idle=True)
+    # ... unless the previous flush was less than the minimum gap ago.
+    assert not policy.due(1, started_at=10.0, now=10.05, idle=True, last_flush=10.0)
+    assert policy.due(1, started_at=10.0, now=10.1, idle=True, last_flush=10.0)
+    # Under load (more records waiting) only size and age count.
+    assert not policy.due(50, started_at=10.0, now=10.9, idle=False, last_flush=0.0)
+    assert not policy.due(0, started_at=None, now=10.0, idle=True)
+    assert FlushPolicy(10, 2.0, min_interval_s=0.5).min_interval_s == 0.5
+
+
+def test_offsets_of_many_records_at_once_are_those_of_one_by_one() -> None:
+    one, many = OffsetRanges(), OffsetRanges()
+    records = [(0, 5), (1, 2), (0, 6), (2, 9), (1, 1), (0, 4)]
+    for partition, offset in records:
+        one.add("c", partition, offset)
+    many.add_many("c", [p for p, _ in records], [o for _, o in records])
+    many.add_many("c", [3, 3], [7, 8])
+    one.add("c", 3, 7)
+    one.add("c", 3, 8)
+    assert many.ranges == one.ranges
+    many.add_many("c", [], [])
+    assert many.ranges == one.ranges
+
+
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
     backoff = Backoff(initial_s=0.5, max_s=4.0, rng=random.Random(7))
     delays = [backoff.next_delay() for _ in range(6)]

@@ -308,3 +308,13 @@ def test_deletions_email_only_users_and_revenue(ch: Any) -> None:
         f"SELECT revenue_amount = toDecimal64('9.99', 3), toTypeName(revenue_amount), "
         f"revenue_currency FROM {db}.events FINAL WHERE event_id = 'd4'"
     ) == [(1, "Nullable(Decimal(18, 3))", "USD")]
+
+
+def test_current_clickhouse_names_the_event_column_types_as_the_sink_sends_them(ch: Any) -> None:
+    """The sink's Native blocks go out only when the table's columns (as the server
+    names them in an insert's sample block) are exactly EVENT_COLUMNS."""
+    migrate(ch)
+    described = ch.execute(f"DESCRIBE TABLE {ch.database}.events")
+    assert [(row[0], row[1]) for row in described][: len(ddl.EVENT_COLUMNS)] == list(
+        ddl.EVENT_COLUMNS
+    )

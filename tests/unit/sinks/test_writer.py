@@ -13,13 +13,18 @@ from typing import Any
 import pytest
 from confluent_kafka import TopicPartition
 
-from schemas.codecs import encode_clean, encode_dlq, encode_dropped
+from schemas.codecs import encode_clean, encode_dlq, encode_dropped, to_json_bytes
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
 from sinks.batching import Backoff, FlushPolicy
 from sinks.dlq import MAX_PAYLOAD_BYTES, DlqSender, dlq_record
-from sinks.errors import ClickHouseRejectedError, ClickHouseUnavailableError
+from sinks.errors import (
+    ClickHouseRejectedError,
+    ClickHouseUnavailableError,
+    ColumnsMismatchError,
+)
 from sinks.metrics import SinkMetrics
+from sinks.native import NativeBlock, NativeColumn
 from sinks.rows import Decision
 from sinks.writer import Route, SinkWriter, routes_for
 
@@ -103,6 +108,38 @@ class Consumer:
         return (0, -1)
 
 
+def native_strings(column: NativeColumn) -> list[str]:
+    """The values of a Native ``String`` column (each after its LEB128 length)."""
+    data = b"".join(bytes(part) for part in column.parts)
+    values, at = [], 0
+    while at < len(data):
+        length, shift = 0, 0
+        while True:
+            byte = data[at]
+            at += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        values.append(data[at : at + length].decode())
+        at += length
+    return values
+
+
+def as_columns(blocks: list[NativeBlock], python: Any) -> tuple[list[str], list[list[Any]]]:
+    """Names and the event ids (the one column the fakes look at) of an insert of blocks."""
+    names = [name for name, _ in blocks[0].columns_with_types]
+    ids: list[Any] = []
+    for block in blocks:
+        ids += native_strings(block.columns[names.index("event_id")])
+    if python:
+        ids += list(python[names.index("event_id")])
+    columns: list[list[Any]] = [[] for _ in names]
+    columns[names.index("event_id")] = ids
+    columns[0] = [None] * len(ids)
+    return names, columns
+
+
 class ClickHouse:
     """Accepts inserts after ``failures`` refusals; records what was inserted."""
 
@@ -118,6 +155,12 @@ class ClickHouse:
             raise ClickHouseUnavailableError("Connection refused")
         self.log.append(("insert", table, len(columns[0]), token))
         return len(columns[0])
+
+    def insert_blocks(
+        self, table: str, blocks: list[NativeBlock], token: str | None, python: Any = None
+    ) -> int:
+        names, columns = as_columns(blocks, python)
+        return self.insert_columns(table, names, columns, token)
 
     def ping(self) -> bool:
         return self.failures == 0
@@ -195,17 +238,39 @@ def test_a_full_batch_is_inserted_then_committed_one_past_the_last_offset() -> N
     assert writer.records == 0
 
 
-def test_a_partial_batch_waits_for_the_interval() -> None:
+def test_a_lone_record_is_written_at_once_when_the_consumer_has_nothing_more() -> None:
+    writer, consumer, log, clock = make_writer(max_rows=100)
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1))]
+    started = clock.now
+    writer.step()
+    assert [entry[0] for entry in log] == ["insert", "commit"]
+    assert clock.now == started  # no waiting for the batch interval
+
+
+def test_records_after_a_flush_wait_for_the_minimum_gap_then_go_together() -> None:
     writer, consumer, log, clock = make_writer(max_rows=100)
     consumer.queue = [Message(CLEAN, 0, 0, clean(1))]
     writer.step()
-    assert log == []
-    clock.now += 0.5
+    flushed_at = clock.now
+    consumer.queue = [Message(CLEAN, 0, 1, clean(2)), Message(CLEAN, 0, 2, clean(3))]
+    writer.step()  # taken, but the previous insert was just now
+    assert [entry[0] for entry in log].count("insert") == 1
+    writer.step()  # nothing more comes: waits for the gap, then writes both in one insert
+    inserts = [entry for entry in log if entry[0] == "insert"]
+    assert [entry[2] for entry in inserts] == [1, 2]
+    assert clock.now - flushed_at == pytest.approx(writer.policy.min_interval_s)
+
+
+def test_under_load_a_batch_fills_up_before_it_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sinks.writer._CONSUME_CHUNK", 2)
+    writer, consumer, log, _ = make_writer(max_rows=6)
+    consumer.queue = [Message(CLEAN, 0, i, clean(i)) for i in range(13)]
+    writer.step()  # 2 records, more waiting: not due
     writer.step()
     assert log == []
-    clock.now += 0.5
+    writer.step()  # 6 records: full
     writer.step()
-    assert [entry[0] for entry in log] == ["insert", "commit"]
+    assert [entry[2] for entry in log if entry[0] == "insert"] == [6]
 
 
 def test_clickhouse_down_pauses_retries_and_commits_only_after_the_insert() -> None:
@@ -281,7 +346,7 @@ def test_a_revoke_during_an_outage_discards_the_uncommitted_batch() -> None:
     writer.step()
     assert "commit" not in [entry[0] for entry in log]
     assert writer.records == 0
-    assert writer.batch.rows == 0
+    assert not any(writer.pending.values())
     assert not writer.offsets
 
 
@@ -391,3 +456,61 @@ def test_the_sink_writes_within_a_probe_interval_of_clickhouse_answering_again()
     committed_at = clock.now
     assert ("commit", [(CLEAN, 0, 1)]) in log
     assert up_at <= committed_at <= up_at + 1.5  # not the 15-30 s the backoff asked for
+
+
+class InsertsById(ClickHouse):
+    """Records the event ids of every ``events`` insert (blocks and rows alike)."""
+
+    def __init__(self, log: list[Any], mismatch: bool = False) -> None:
+        super().__init__(log)
+        self.mismatch = mismatch
+        self.ids: list[list[str]] = []
+
+    def insert_columns(self, table: str, names: Any, columns: Any, token: str | None) -> int:
+        if table == "events":
+            self.ids.append(list(columns[list(names).index("event_id")]))
+        return super().insert_columns(table, names, columns, token)
+
+    def insert_blocks(
+        self, table: str, blocks: list[NativeBlock], token: str | None, python: Any = None
+    ) -> int:
+        if self.mismatch:
+            raise ColumnsMismatchError([("scroll_depth", "Nullable(Int8)")], [("x", "y")])
+        return super().insert_blocks(table, blocks, token, python)
+
+
+def test_unusual_records_go_one_by_one_into_the_same_insert_and_poison_to_the_dlq() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=6)
+    clickhouse = InsertsById(log)
+    writer.clickhouse = clickhouse  # type: ignore[assignment]
+    raw = new_raw_event(project="demo", name="j", event_id="json-1", timestamp=T0, received_at=T0)
+    as_json = to_json_bytes(clean_event(raw, normalised_name="j", user_key="u", decided_at=T0))
+    consumer.queue = [
+        Message(CLEAN, 0, 0, clean(1)),
+        Message(CLEAN, 0, 1, as_json),  # JSON: the one-record codec reads it
+        Message(CLEAN, 0, 2, b"\xc3\x01garbage"),
+        Message(DROPPED, 0, 0, dropped(1)),
+        Message(CLEAN, 0, 3, clean(2)),
+        Message(CLEAN, 0, 4, None),
+    ]
+    writer.step()
+    (ids,) = clickhouse.ids
+    assert sorted(ids) == ["d1", "e1", "e2", "json-1"]
+    kinds = [entry[0] for entry in log]
+    assert kinds == ["dlq produce", "dlq produce", "insert", "dlq flush", "commit"]
+    assert log[-1] == ("commit", [(CLEAN, 0, 5), (DROPPED, 0, 1)])
+    assert writer.metrics.dlq_records.labels("empty_value")._value.get() == 1
+
+
+def test_a_table_whose_columns_differ_is_written_as_rows() -> None:
+    writer, consumer, log, _ = make_writer(max_rows=3)
+    clickhouse = InsertsById(log, mismatch=True)
+    writer.clickhouse = clickhouse  # type: ignore[assignment]
+    consumer.queue = [
+        Message(CLEAN, 0, i, clean(i, user_id="u", display_name="A")) for i in range(3)
+    ]
+    writer.step()
+    assert clickhouse.ids == [["e0", "e1", "e2"]]
+    inserted = [entry[1] for entry in log if entry[0] == "insert"]
+    assert inserted == ["events", "user_updates"]
+    assert log[-1] == ("commit", [(CLEAN, 0, 3)])
