@@ -46,6 +46,7 @@ from typing import Any, NoReturn, cast
 import faust
 from confluent_kafka import Consumer as KafkaConsumer
 from confluent_kafka import KafkaError, TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, EventT
 
@@ -218,6 +219,21 @@ class _NoReadOffset(dict):  # type: ignore[type-arg]
         return None
 
 
+class _ReadCommittedThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread, reading committed records only.
+
+    Faust reads ``read_uncommitted`` unless it runs its own transactions. The
+    endpoint writes ``events.raw`` in transactions and aborts those of a
+    request answered 503, which the client then retries: reading the aborted
+    records would decide that request twice.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        consumer._isolation_level = "read_committed"  # read by start(), which comes later
+        return consumer
+
+
 class _GuardedConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, committing only the shell's decided prefix."""
 
@@ -226,6 +242,9 @@ class _GuardedConsumer(AIOKafkaConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset = _NoReadOffset()
+
+    def _new_consumer_thread(self) -> _ReadCommittedThread:
+        return _ReadCommittedThread(self, loop=self.loop, beacon=self.beacon)
 
     def _new_offset(self, tp: TP) -> int | None:
         """The offset to commit for ``tp``: the shell's, never Faust's acked-plus-gaps."""
@@ -531,7 +550,7 @@ def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.
 
     Read with a throw-away consumer, outside Faust, so the answer is the
     broker's: what a fetch from ``offset`` really returns. Isolation matches
-    Faust's at-least-once consumer (read_uncommitted).
+    the worker's consumer (read_committed: aborted records are not a hole).
     """
     consumer = KafkaConsumer(
         {
@@ -539,7 +558,7 @@ def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.
             "group.id": f"eventsieve-probe-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            "isolation.level": "read_uncommitted",
+            "isolation.level": "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
         }

@@ -8,6 +8,8 @@ deploy.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from confluent_kafka import Producer
 
@@ -62,6 +64,44 @@ def test_records_published_in_transactions_are_all_decided(
     found = kit.collect(test_settings, len(ids), [worker], timeout=60)
     assert set(found.by_id) == ids
     assert set(found.final().values()) == {("clean", "")}
+
+
+def test_records_of_aborted_transactions_are_never_decided(
+    test_settings: Settings, worker_factory, kit
+):
+    """The endpoint writes in transactions; a request answered 503 was aborted and retried.
+
+    Its aborted records are in the log: a worker that read them would count
+    the request twice.
+    """
+    producer = Producer(
+        {
+            "bootstrap.servers": kafka_bootstrap(test_settings),
+            "transactional.id": f"txn-abort-{test_settings.topics.raw}",
+        }
+    )
+    producer.init_transactions(30)
+    kept: set[str] = set()
+    aborted: set[str] = set()
+    for attempt, wanted in (("aborted", aborted), ("committed", kept), ("aborted", aborted)):
+        producer.begin_transaction()
+        for i in range(5):
+            user = f"abort-user-{i}"
+            event = new_raw_event(project="demo", name=f"{attempt} {i}", user_id=user)
+            key = topic_key("demo", user).encode()
+            producer.produce(test_settings.topics.raw, key=key, value=encode_raw(event))
+            wanted.add(event["event_id"])
+        if attempt == "aborted":
+            producer.flush(30)  # the records reach the broker, then the transaction aborts
+            producer.abort_transaction(30)
+        else:
+            producer.commit_transaction(30)
+    worker = worker_factory(test_settings)
+    found = kit.collect(test_settings, len(kept), [worker], timeout=60)
+    time.sleep(3)  # an aborted record decided after the committed ones would show now
+    found = kit.collect(test_settings, len(kept), [worker], timeout=60)
+    assert set(found.by_id) == kept
+    assert not set(found.by_id) & aborted
 
 
 def test_two_workers_joining_while_records_wait_decide_every_record(
