@@ -1,19 +1,30 @@
-"""The one confluent-kafka Producer of a process, made awaitable.
+"""The one confluent-kafka Producer of a process, made awaitable and all-or-nothing per request.
 
-``publish(records)`` produces a request's records and resolves when Kafka has
-acknowledged *all* of them (``acks=all``, idempotent producer) or raises
-:class:`PublishError` when any failed or the delivery timeout passed. A
-single poll thread serves librdkafka's delivery reports; each finished
-request is handed back to the event loop with ``call_soon_threadsafe``, one
-hand-off per poll rather than one per record.
+``publish(records)`` resolves when *every* record of the request is committed
+to Kafka, or raises :class:`PublishError` (the endpoint's 503) having made
+*none* of them visible. Requests are written in Kafka transactions, grouped:
+a publishing thread takes whatever requests are waiting, produces them in
+one transaction, waits for every delivery report and commits; if any record
+failed, or the commit did, the transaction is aborted and each of its
+requests fails. Readers of ``events.raw`` read committed records only (the
+stream's consumers do), so a client that retries a request after a 503 is
+never counted twice, even when part of a batch had already reached the
+broker. (Without transactions, the records acknowledged before the failure
+stayed, and the retry added them again.)
+
+One transaction at a time per process: requests that arrive meanwhile wait
+for the next one, so a burst costs one commit, not one per request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -25,8 +36,11 @@ from producers.records import Record
 
 log = get_logger(__name__)
 
-# How long one poll() blocks when idle; bounds how fast close() stops the thread.
-_POLL_S = 0.05
+# How long the publishing thread waits for a request when idle; bounds how fast close() stops it.
+_IDLE_WAIT_S = 0.05
+# An abort that cannot reach the broker gives up after this and starts a new
+# producer (the broker aborts the old transaction itself on its timeout).
+_ABORT_TIMEOUT_S = 3.0
 # Back-off while librdkafka's local queue is full (BufferError).
 _QUEUE_FULL_WAIT_S = 0.005
 
@@ -62,25 +76,20 @@ def producer_config(
     return config
 
 
-class _Pending:
-    """One publish() call: counts outstanding delivery reports of its records."""
+class _Request:
+    """One publish() call waiting for its transaction: its records, its future, its outcome."""
 
-    __slots__ = ("error", "future", "outstanding", "owner")
+    __slots__ = ("error", "future", "records")
 
-    def __init__(self, future: asyncio.Future[None], count: int, owner: Publisher) -> None:
+    def __init__(self, records: Sequence[Record], future: asyncio.Future[None]) -> None:
+        self.records = records
         self.future = future
-        self.outstanding = count
         self.error: KafkaError | None = None
-        self.owner = owner
 
     def delivered(self, err: KafkaError | None, _msg: object) -> None:
-        # Runs in the poll thread (inside poll()/flush()).
+        # Runs in the publishing thread (inside flush()).
         if err is not None and self.error is None:
             self.error = err
-        self.outstanding -= 1
-        if self.outstanding == 0:
-            # The poll thread swaps owner._done on hand-off, so look it up each time.
-            self.owner._done.append(self)
 
 
 # Delivery failures that mean "Kafka is unreachable", as opposed to a bad record.
@@ -112,100 +121,152 @@ class Publisher:
         self.topic = topic
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_error)
+        # One id per process and start: the transactions only make each request
+        # all-or-nothing; there is no earlier instance to fence.
+        self._config.setdefault("transactional.id", _transactional_id())
+        # Above message.timeout.ms (librdkafka requires it), so a stuck
+        # transaction is aborted by the broker only after its records timed out.
+        self._config.setdefault("transaction.timeout.ms", int(delivery_timeout_s * 1000) + 30_000)
         self._timeout = delivery_timeout_s
         self._retry_after = retry_after_s
         self._clock = clock
         # After an outage is seen, requests fail fast until then instead of each
         # waiting out the delivery timeout; after it, requests try Kafka again.
         self._down_until = 0.0
+        self._factory = producer_factory
         self._producer = producer_factory(self._config)
-        self._done: list[_Pending] = []
+        self._ready_for_transactions = False
+        self._queue: list[_Request] = []
+        self._wakeup = threading.Condition()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._running = False
+        self._left = 0
 
     def _on_error(self, err: KafkaError) -> None:
         log.warning("kafka_client_error", error=str(err), code=err.code())
 
     async def start(self) -> None:
-        """Start the poll thread, bound to the running loop."""
+        """Start the publishing thread, bound to the running loop."""
         self._loop = asyncio.get_running_loop()
         self._running = True
-        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="kafka-publish", daemon=True)
         self._thread.start()
 
-    def _hand_off(self) -> None:
-        if self._done and self._loop is not None:
-            batch, self._done = self._done, []
-            # RuntimeError: the loop closed during shutdown; nobody waits any more.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._settle, batch)
-
-    def _poll_loop(self) -> None:
-        while self._running:
-            self._producer.poll(_POLL_S)
-            self._hand_off()
-
-    def _settle(self, batch: list[_Pending]) -> None:
-        # Runs in the event loop.
-        for pending in batch:
-            if pending.future.done():
-                continue  # timed out already
-            if pending.error is None:
-                self._down_until = 0.0
-                pending.future.set_result(None)
-                continue
-            if pending.error.code() in _OUTAGE_CODES:
-                self._down_until = self._clock() + self._retry_after
-            pending.future.set_exception(
-                PublishError(
-                    f"Kafka rejected a record: {pending.error}",
-                    self._retry_after,
-                    kafka_error=pending.error,
-                )
-            )
-
     async def publish(self, records: Sequence[Record]) -> None:
-        """Produce ``records``; return once all are acknowledged, else raise PublishError.
+        """Publish ``records`` in a transaction; return once committed, else raise PublishError.
 
-        While a recent outage is known (a delivery failed for want of a broker
-        less than ``retry_after_s`` ago), fail at once rather than queue.
+        While a recent outage is known (a transaction failed for want of a
+        broker less than ``retry_after_s`` ago), fail at once rather than queue.
         """
         if not records:
             return
         if self._clock() < self._down_until:
             raise self._unavailable("Kafka was unreachable moments ago")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        pending = _Pending(future, len(records), self)
-        deadline = time.monotonic() + self._timeout
-        for rec in records:
-            while True:
-                try:
-                    self._producer.produce(
-                        self.topic, rec.value, rec.key, on_delivery=pending.delivered
-                    )
-                    break
-                except BufferError:
-                    if time.monotonic() > deadline:
-                        raise self._unavailable("the producer queue stayed full") from None
-                    await asyncio.sleep(_QUEUE_FULL_WAIT_S)
-                except KafkaException as exc:
-                    raise PublishError(
-                        f"produce failed: {exc}", self._retry_after, exc.args[0]
-                    ) from exc
-        # librdkafka fails the records after message.timeout.ms; this timer is only
-        # a backstop should a report never arrive (cheaper than wait_for per request).
-        timer = loop.call_later(self._timeout + 1.0, self._expire, future)
-        try:
-            await future
-        finally:
-            timer.cancel()
+        if not self._running:
+            raise self._unavailable("the endpoint is shutting down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._wakeup:
+            self._queue.append(_Request(records, future))
+            self._wakeup.notify()
+        await future
 
-    def _expire(self, future: asyncio.Future[None]) -> None:
-        if not future.done():
+    # -- the publishing thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._queue and self._running:
+                    self._wakeup.wait(_IDLE_WAIT_S)
+                batch, self._queue = self._queue, []
+            if not batch:
+                return  # closed, nothing left
+            self._publish_batch(batch)
+
+    def _publish_batch(self, batch: list[_Request]) -> None:
+        """One transaction for ``batch``: every request committed, or every one failed."""
+        producer = self._producer
+        deadline = time.monotonic() + self._timeout
+        try:
+            if not self._ready_for_transactions:
+                producer.init_transactions(self._timeout)
+                self._ready_for_transactions = True
+            producer.begin_transaction()
+            for request in batch:
+                for rec in request.records:
+                    self._produce(rec, request, deadline)
+            left = producer.flush(max(0.0, deadline - time.monotonic()))
+            failed = next((r.error for r in batch if r.error is not None), None)
+            if left or failed is not None:
+                self._abort(batch, failed or KafkaError(KafkaError._MSG_TIMED_OUT))
+                return
+            producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            self._abort(batch, exc.args[0])
+            return
+        except _QueueFull:
+            self._abort(batch, KafkaError(KafkaError._QUEUE_FULL))
+            return
+        self._settle(batch, None)
+
+    def _produce(self, rec: Record, request: _Request, deadline: float) -> None:
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, rec.value, rec.key, on_delivery=request.delivered
+                )
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise _QueueFull from None
+                self._producer.poll(_QUEUE_FULL_WAIT_S)
+
+    def _abort(self, batch: list[_Request], error: KafkaError) -> None:
+        """Abort the open transaction (if any) so none of ``batch`` becomes visible; fail them."""
+        try:
+            self._producer.abort_transaction(min(self._timeout, _ABORT_TIMEOUT_S))
+        except KafkaException as exc:
+            reason = exc.args[0]
+            if not (isinstance(reason, KafkaError) and reason.code() == KafkaError._STATE):
+                # Could not abort (broker gone, or a fatal error): start over with a
+                # new producer; the broker aborts the old transaction on its timeout.
+                log.warning("transaction_abort_failed", error=str(reason))
+                self._restart_producer()
+        self._settle(batch, error)
+
+    def _restart_producer(self) -> None:
+        with contextlib.suppress(Exception):
+            self._producer.flush(0)
+        self._config["transactional.id"] = _transactional_id()
+        self._producer = self._factory(self._config)
+        self._ready_for_transactions = False
+
+    def _settle(self, batch: list[_Request], error: KafkaError | None) -> None:
+        if self._loop is not None:
+            # RuntimeError: the loop closed during shutdown; nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._resolve, batch, error)
+
+    def _resolve(self, batch: list[_Request], error: KafkaError | None) -> None:
+        # Runs in the event loop.
+        if error is None:
+            self._down_until = 0.0
+        elif error.code() in _OUTAGE_CODES:
             self._down_until = self._clock() + self._retry_after
-            future.set_exception(self._unavailable("no acknowledgement from Kafka in time"))
+        for request in batch:
+            if request.future.done():
+                continue
+            if error is None:
+                request.future.set_result(None)
+                continue
+            own = request.error or error  # the request whose record failed gets its error
+            request.future.set_exception(
+                PublishError(
+                    f"Kafka did not take the records (nothing was published): {own}",
+                    self._retry_after,
+                    kafka_error=own,
+                )
+            )
 
     def _unavailable(self, why: str) -> PublishError:
         return PublishError(f"Kafka unavailable: {why}", self._retry_after)
@@ -226,14 +287,20 @@ class Publisher:
         return await asyncio.to_thread(probe)
 
     async def close(self, timeout: float = 10.0) -> int:
-        """Stop polling, deliver what is queued (up to ``timeout``); return records left.
-
-        The poll thread stops first so that only one thread serves delivery
-        reports at a time (flush serves the rest).
-        """
-        self._running = False
+        """Publish what is queued (up to ``timeout``), stop the thread; return records left."""
+        with self._wakeup:
+            self._running = False
+            self._wakeup.notify()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 5.0)
-        left = await asyncio.to_thread(self._producer.flush, timeout)
-        self._hand_off()
-        return left
+            await asyncio.to_thread(self._thread.join, timeout)
+        with self._wakeup:
+            left, self._queue = self._queue, []
+        return sum(len(r.records) for r in left)
+
+
+def _transactional_id() -> str:
+    return f"eventsieve-endpoint-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class _QueueFull(Exception):
+    """librdkafka's local queue stayed full until the request's deadline."""

@@ -7,7 +7,6 @@ is a stand-in that acknowledges (or fails) records on the next poll.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,12 +39,19 @@ class Clock:
 
 
 class MemoryProducer:
-    """Acknowledges every record on the next poll; ``fail`` makes deliveries fail."""
+    """A transactional producer in memory: records land at commit; ``fail`` fails deliveries."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         self.pending: list[tuple[Any, bytes, bytes]] = []
+        self.open: list[tuple[bytes, bytes]] = []
         self.records: list[tuple[bytes, bytes]] = []
         self.fail = False
+
+    def init_transactions(self, timeout: float) -> None:
+        pass
+
+    def begin_transaction(self) -> None:
+        self.open = []
 
     def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
         self.pending.append((on_delivery, key, value))
@@ -56,15 +62,20 @@ class MemoryProducer:
             if self.fail:
                 callback(KafkaError(KafkaError._MSG_TIMED_OUT), None)
             else:
-                self.records.append((key, value))
+                self.open.append((key, value))
                 callback(None, None)
-        if not batch:
-            time.sleep(0.001)
         return len(batch)
 
     def flush(self, timeout: float) -> int:
         self.poll(0)
         return 0
+
+    def commit_transaction(self, timeout: float) -> None:
+        self.records.extend(self.open)
+        self.open = []
+
+    def abort_transaction(self, timeout: float) -> None:
+        self.open = []
 
     def list_topics(self, topic: str, timeout: float) -> Any:
         raise RuntimeError("not used")
