@@ -14,7 +14,7 @@ then, in one run:
   ``clickhouse-client`` into a fresh copy of the same table (blocks of the
   sink's batch size).
 
-    .venv/bin/python bench/bench_sink.py                    # 200k events; 1 and 2 processes
+    .venv/bin/python bench/bench_sink.py                    # 300k events; 1 and 2 processes
     .venv/bin/python bench/bench_sink.py -n 500000 -p 1,2,3
     .venv/bin/python bench/bench_sink.py --profile          # cProfile of one in-process run
 
@@ -37,6 +37,7 @@ import os
 import pstats
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -146,6 +147,7 @@ class Committed:
 
 def run_writer(settings: Settings, stop: Any, assigned: Any, index: int) -> None:
     """One sink process: the writer of ``eventsieve sink``, noting its first assignment."""
+    configure_logging("WARNING")
     tune_gc()  # as run_sink does
     writer = build_writer(settings, SinkMetrics())
     on_assign = writer._on_assign
@@ -189,7 +191,9 @@ def settings_for(
 
 def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
     """``(rows/s from the first assignment to the last commit, wall seconds)``."""
-    ctx = multiprocessing.get_context("fork")
+    # spawn, not fork: librdkafka is not fork-safe, and this process runs Kafka
+    # clients already (a forked sink could hang in Consumer.close()).
+    ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
     assigned = ctx.Array("d", processes)
     workers = [
@@ -212,6 +216,9 @@ def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
         stop.set()
         for w in workers:
             w.join(30)
+            if w.is_alive():
+                print("a sink process did not stop within 30 s: killed", flush=True)
+                w.kill()
         committed.close()
     first = min(t for t in assigned if t) if any(assigned) else started
     return n / (ended - first), ended - started
@@ -349,8 +356,8 @@ def profile(settings: Settings, n: int) -> None:
 def measure(args: argparse.Namespace, bench: Bench) -> None:
     """Every figure of one run, printed as it comes."""
     first_db = ""
-    for processes in (int(p) for p in args.processes.split(",")):
-        run = bench.settings(f"p{processes}")
+    for index, processes in enumerate(int(p) for p in args.processes.split(",")):
+        run = bench.settings(f"r{index}p{processes}")
         first_db = first_db or run.clickhouse.database
         target = ClickHouse(bench.ch_url, run.clickhouse.database)
         migrate(target)
@@ -442,8 +449,9 @@ class Bench:
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # figures show up as they come
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--events", type=int, default=200_000)
+    parser.add_argument("-n", "--events", type=int, default=300_000)
     parser.add_argument(
         "-p", "--processes", default="1,2", help="comma-separated process counts to run"
     )

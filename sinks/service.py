@@ -96,6 +96,8 @@ def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> Sink
         backoff=Backoff(sink.retry_initial_s, sink.retry_max_s),
         metrics=metrics,
         failpoint=failpoint_from_env(),
+        # Insert in the background while the next batch is consumed and decoded.
+        concurrent=True,
     )
 
 

@@ -58,9 +58,11 @@ owner reads it again.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -175,8 +177,27 @@ class Prepared:
     records: list[Message] = field(default_factory=list)
 
 
+class Pending:
+    """One batch: its records per topic, their offsets, and how far it got."""
+
+    def __init__(self, topics: list[str]) -> None:
+        self.messages: dict[str, list[Message]] = {topic: [] for topic in topics}
+        self.offsets = OffsetRanges()
+        self.records = 0
+        self.started_at: float | None = None
+        self.prepared: Prepared | None = None
+        self.done_tables: set[str] = set()
+
+
 class SinkWriter:
     """Buffers records (``add``), flushes on size, age, idleness or shutdown (``flush``).
+
+    With ``concurrent``, a due batch is prepared (decoded) here, then inserted
+    by one background thread while this one consumes and prepares the next;
+    its offsets are still committed here, and only after its inserts were
+    acknowledged (steps 2 and 3 of the commit order). At most one batch is
+    in flight: the next is handed over only after the previous one is
+    committed, or retried here until it is.
 
     The clock is a parameter so tests never wait for an interval to pass.
     """
@@ -192,6 +213,7 @@ class SinkWriter:
         metrics: SinkMetrics | None = None,
         clock: Clock = time.monotonic,
         failpoint: Callable[[str], None] | None = None,
+        concurrent: bool = False,
     ) -> None:
         self.consumer = consumer
         self.clickhouse = clickhouse
@@ -204,18 +226,36 @@ class SinkWriter:
         # Called with a step name between the steps of the commit order; crash
         # tests use it to stop the process at an exact point (see service.py).
         self.failpoint = failpoint or (lambda _step: None)
-        self.pending: dict[str, list[Message]] = {topic: [] for topic in self.routes}
-        self.offsets = OffsetRanges()
-        self.records = 0
-        self.started_at: float | None = None
+        self.batch = Pending(list(self.routes))
         self.last_flush = float("-inf")
-        self._prepared: Prepared | None = None
-        self._done_tables: set[str] = set()
+        self._executor = (
+            ThreadPoolExecutor(1, thread_name_prefix="sink-insert") if concurrent else None
+        )
+        self._inflight: tuple[Pending, Future[None]] | None = None
+        self._retrying: Pending | None = None
         self._revoked = False
         self._carry: list[Message] = []
         self._lag_at = 0.0
         self._consumed = {t: self.metrics.records_consumed.labels(t) for t in self.routes}
-        self._mismatch_logged: set[str] = set()
+        self._mismatch_logged = False
+
+    # The batch being filled.
+
+    @property
+    def records(self) -> int:
+        return self.batch.records
+
+    @property
+    def offsets(self) -> OffsetRanges:
+        return self.batch.offsets
+
+    @property
+    def pending(self) -> dict[str, list[Message]]:
+        return self.batch.messages
+
+    @property
+    def started_at(self) -> float | None:
+        return self.batch.started_at
 
     # -- Kafka group membership ------------------------------------------------
 
@@ -230,17 +270,31 @@ class SinkWriter:
     def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Runs inside poll/consume when the group takes partitions away.
 
-        One quick flush attempt (so a healthy sink does not redo work); if it
-        fails the batch is dropped from memory, uncommitted: its records are
+        The batch in flight is waited for, and every batch gets one quick
+        attempt to be committed (so a healthy sink does not redo work); one
+        that fails is dropped from memory, uncommitted: its records are
         re-read by whoever owns the partitions next.
         """
         log.info("partitions revoked", partitions=_names(partitions))
-        if self.records:
-            try:
-                self._write_and_commit()
-            except ServiceUnavailableError as exc:
-                log.warning("batch discarded on revoke, will be re-read", error=str(exc))
-        self._discard()
+        batches = []
+        if self._inflight is not None:
+            batch, future = self._inflight
+            self._inflight = None
+            with contextlib.suppress(ServiceUnavailableError):
+                future.result()  # if it failed, its remaining tables are tried below
+            batches.append(batch)
+        if self._retrying is not None:
+            batches.append(self._retrying)
+        batches.append(self.batch)
+        for batch in batches:
+            if batch.records:
+                try:
+                    self._write_and_commit(batch)
+                except ServiceUnavailableError as exc:
+                    log.warning("batch discarded on revoke, will be re-read", error=str(exc))
+            self._discard(batch)
+        self.dlq.forget()  # DLQ records of discarded batches are sent again when re-read
+        self.batch = Pending(list(self.routes))
         self._revoked = True
 
     # -- the loop --------------------------------------------------------------
@@ -251,12 +305,15 @@ class SinkWriter:
         try:
             while not stop.is_set():
                 self.step()
+            self._finish_inflight(wait=True, retry=False)
             if self.records:
                 try:
-                    self._write_and_commit()
+                    self._write_and_commit(self.batch)
                 except ServiceUnavailableError as exc:
                     log.warning("final flush failed; the batch will be re-read", error=str(exc))
         finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
             self.consumer.close()
             self.clickhouse.close()
 
@@ -268,6 +325,7 @@ class SinkWriter:
         falls due, at most ``max_wait_s``. The consumer is idle when it gave
         fewer records than asked for: everything fetched is in the batch.
         """
+        self._finish_inflight(wait=False)
         carried, self._carry = self._carry, []
         self.add_all(carried)
         room = self.policy.max_rows - self.records
@@ -283,24 +341,27 @@ class SinkWriter:
             self.add_all(messages)
             idle = len(messages) < chunk
         if self.policy.due(self.records, self.started_at, self.clock(), idle, self.last_flush):
-            self.flush()
+            self._hand_over()
         self._update_lag()
 
     def _time_to_due(self, max_wait_s: float) -> float:
         """How long the consumer may wait for a record before the batch must be looked at."""
+        wait = max_wait_s
+        if self._inflight is not None:
+            wait = min(wait, 0.01)  # come back soon to commit it
         if self.started_at is None:
-            return max_wait_s
+            return wait
         now = self.clock()
         by_age = self.started_at + self.policy.max_interval_s - now
         by_gap = self.last_flush + self.policy.min_interval_s - now
-        return max(0.0, min(max_wait_s, by_age, by_gap))
+        return max(0.0, min(wait, by_age, by_gap))
 
     def add(self, message: Message) -> None:
         """Buffer one consumed record."""
         self.add_all([message])
 
     def add_all(self, messages: list[Message]) -> None:
-        """Buffer consumed records (rows are built at flush, for the whole batch at once)."""
+        """Buffer consumed records (rows are built when the batch is due, all at once)."""
         if not messages:
             return
         kept: list[Message] = []
@@ -316,11 +377,7 @@ class SinkWriter:
                 log.warning("consumer error", error=str(error))
         if not kept:
             return
-        if self._prepared is not None:
-            # Records fetched while a prepared batch waits for ClickHouse (before
-            # the pause took effect): they wait for the next batch.
-            self._carry.extend(kept)
-            return
+        batch = self.batch
         topics = [m.topic() or "" for m in kept]
         if topics.count(topics[0]) == len(topics):
             groups = {topics[0]: kept}
@@ -329,30 +386,82 @@ class SinkWriter:
             for message, topic in zip(kept, topics, strict=True):
                 groups.setdefault(topic, []).append(message)
         for topic, mine in groups.items():
-            self.pending[topic].extend(mine)
+            batch.messages[topic].extend(mine)
             self._consumed[topic].inc(len(mine))
-            self.offsets.add_many(
+            batch.offsets.add_many(
                 topic, [m.partition() or 0 for m in mine], [m.offset() or 0 for m in mine]
             )
-        self.records += len(kept)
-        if self.started_at is None:
-            self.started_at = self.clock()
+        batch.records += len(kept)
+        if batch.started_at is None:
+            batch.started_at = self.clock()
 
     def flush(self) -> bool:
-        """Make the batch durable (see the module docstring); retry until done or revoked.
+        """Make everything consumed so far durable (see the module docstring).
 
-        Returns True when the batch was written and committed, False when it
-        was discarded because its partitions were revoked meanwhile.
+        Retries until done or revoked; returns False when a batch was
+        discarded because its partitions were revoked meanwhile.
         """
+        if not self._finish_inflight(wait=True):
+            return False
         if not self.records:
             return True
+        batch, self.batch = self.batch, Pending(list(self.routes))
+        return self._make_durable(batch)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """The batch being filled is due: prepare it, then insert it (in the background
+        when concurrent) once the previous one is committed."""
+        batch, self.batch = self.batch, Pending(list(self.routes))
+        self._prepare(batch)  # decoding overlaps the insert in flight
+        if not self._finish_inflight(wait=True):
+            self._discard(batch)  # revoked meanwhile: its records are re-read
+            self.dlq.forget()
+            return
+        if self._executor is None:
+            self._make_durable(batch)
+            return
+        self.last_flush = self.clock()
+        self._inflight = (batch, self._executor.submit(self._insert, batch))
+
+    def _finish_inflight(self, wait: bool, retry: bool = True) -> bool:
+        """Commit the batch in flight once its inserts are done (retrying them if they
+        failed). False when it was discarded because its partitions were revoked."""
+        if self._inflight is None:
+            return True
+        batch, future = self._inflight
+        if not wait and not future.done():
+            return True
+        self._inflight = None
+        try:
+            future.result()
+            error = None
+        except ServiceUnavailableError as exc:
+            error = exc
+        if not retry:
+            if error is None:
+                self._write_and_commit(batch)
+            return error is None
+        return self._make_durable(batch, error)
+
+    def _make_durable(self, batch: Pending, error: ServiceUnavailableError | None = None) -> bool:
+        """Steps 1-3 for ``batch`` (its done tables skipped), retried until done or revoked.
+
+        ``error`` is how its background insert failed, if it did. Returns
+        False when the batch was discarded because its partitions were revoked.
+        """
         started = self.clock()
         paused: list[TopicPartition] = []
         self._revoked = False
+        self._retrying = batch
         try:
             while True:
                 try:
-                    self._write_and_commit()
+                    if error is not None:
+                        failed, error = error, None
+                        raise failed
+                    self._write_and_commit(batch)
                     self.backoff.reset()
                     self.metrics.flush_seconds.observe(self.clock() - started)
                     return True
@@ -368,29 +477,28 @@ class SinkWriter:
                         "flush failed, retrying",
                         error=str(exc),
                         retry_in_s=round(delay, 2),
-                        records=self.records,
-                        offsets=self.offsets.describe(),
+                        records=batch.records,
+                        offsets=batch.offsets.describe(),
                     )
                     self._wait(delay, probe=clickhouse_down)
                     if self._revoked:
                         return False
         finally:
+            self._retrying = None
             if paused and not self._revoked:
                 self.consumer.resume(paused)
             self.metrics.paused.set(0)
             self.last_flush = self.clock()
 
-    # -- internals ---------------------------------------------------------------
-
-    def _prepare(self) -> Prepared:
+    def _prepare(self, batch: Pending) -> Prepared:
         """The batch's blocks and rows (built once); its poison records sent to the DLQ."""
-        if self._prepared is not None:
-            return self._prepared
+        if batch.prepared is not None:
+            return batch.prepared
         prepared = Prepared()
-        for topic, messages in self.pending.items():
+        for topic, messages in batch.messages.items():
             if messages:
                 self._prepare_topic(self.routes[topic], messages, prepared)
-        self._prepared = prepared
+        batch.prepared = prepared
         return prepared
 
     def _prepare_topic(self, route: Route, messages: list[Message], prepared: Prepared) -> None:
@@ -447,15 +555,28 @@ class SinkWriter:
             )
             return False
 
-    def _write_and_commit(self) -> None:
+    def _write_and_commit(self, batch: Pending) -> None:
         """Steps 1-3 of the commit order; tables already written in this batch are skipped."""
-        prepared = self._prepare()
+        self._insert(batch)
+        self.failpoint("after_insert")
+        self.dlq.flush()
+        self._commit(batch.offsets)
+        prepared = self._prepare(batch)
+        event_rows = sum(b.rows for b in prepared.blocks) + prepared.rows.rows
+        self.metrics.batch_rows.observe(event_rows)
+        log.debug("batch committed", rows=event_rows, offsets=batch.offsets.describe())
+        self._discard(batch)
+
+    def _insert(self, batch: Pending) -> None:
+        """Step 1: every table of the batch not written yet. Runs in the background
+        thread when concurrent; raises ``ServiceUnavailableError`` to be retried."""
+        prepared = self._prepare(batch)
         rows = prepared.rows
         try:
             for table, columns in rows.tables:
-                if table in self._done_tables:
+                if table in batch.done_tables:
                     continue
-                token = dedup_token(self.offsets, table)
+                token = dedup_token(batch.offsets, table)
                 written = 0
                 if table == "events" and any(b.rows for b in prepared.blocks):
                     python = columns.data if columns.rows else None
@@ -464,30 +585,23 @@ class SinkWriter:
                     written = self.clickhouse.insert_columns(
                         table, columns.names, columns.data, token
                     )
-                self._done_tables.add(table)
+                batch.done_tables.add(table)
                 if written:
                     self.metrics.rows_written.labels(table).inc(written)
         except (ClickHouseRejectedError, ColumnsMismatchError) as exc:
             self._log_fallback(exc)
-            self._write_isolating_rejects(prepared.records)
-        self.failpoint("after_insert")
-        self.dlq.flush()
-        self._commit()
-        event_rows = sum(b.rows for b in prepared.blocks) + rows.rows
-        self.metrics.batch_rows.observe(event_rows)
-        log.debug("batch committed", rows=event_rows, offsets=self.offsets.describe())
-        self._discard()
+            self._write_isolating_rejects(batch, prepared.records)
 
     def _log_fallback(self, exc: Exception) -> None:
         if isinstance(exc, ColumnsMismatchError):
             # Every batch takes this path while the table differs: say it once.
-            level = log.debug if "events" in self._mismatch_logged else log.warning
-            self._mismatch_logged.add("events")
+            level = log.debug if self._mismatch_logged else log.warning
+            self._mismatch_logged = True
             level("table differs from the sink's columns; writing rows instead", error=str(exc))
         else:
             log.warning("ClickHouse rejected the batch; isolating the records", error=str(exc))
 
-    def _write_isolating_rejects(self, records: list[Message]) -> None:
+    def _write_isolating_rejects(self, batch: Pending, records: list[Message]) -> None:
         """Insert the batch as rows in halves, and halves of halves, until every record
         ClickHouse rejects stands alone; those go to the DLQ (``clickhouse_rejected``),
         the rest is written.
@@ -500,17 +614,17 @@ class SinkWriter:
         parts = [records] if records else []
         while parts:
             part = parts.pop()
-            batch = Batch()
+            rows = Batch()
             for message in part:
                 route = self.routes[message.topic() or ""]
-                batch.add(route.decode(message.value() or b""), route.decision)
+                rows.add(route.decode(message.value() or b""), route.decision)
             first = part[0]
             suffix = f"{first.topic()}/{first.partition()}/{first.offset()}+{len(part)}"
             try:
-                for table, columns in batch.tables:
+                for table, columns in rows.tables:
                     if not columns.rows:
                         continue
-                    token = f"{dedup_token(self.offsets, table)}-{suffix}"
+                    token = f"{dedup_token(batch.offsets, table)}-{suffix}"
                     self.clickhouse.insert_columns(table, columns.names, columns.data, token)
                     self.metrics.rows_written.labels(table).inc(columns.rows)
             except ClickHouseRejectedError as exc:
@@ -528,12 +642,12 @@ class SinkWriter:
                     error_type="clickhouse_rejected",
                     error=str(exc),
                 )
-        self._done_tables.update(_TABLES)
+        batch.done_tables.update(_TABLES)
 
-    def _commit(self) -> None:
+    def _commit(self, ranges: OffsetRanges) -> None:
         offsets = [
             TopicPartition(topic, partition, offset)
-            for (topic, partition), offset in self.offsets.commit_offsets().items()
+            for (topic, partition), offset in ranges.commit_offsets().items()
         ]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -565,15 +679,14 @@ class SinkWriter:
                     return
                 next_probe = self.clock() + _PROBE_INTERVAL_S
 
-    def _discard(self) -> None:
-        for messages in self.pending.values():
+    def _discard(self, batch: Pending) -> None:
+        for messages in batch.messages.values():
             messages.clear()
-        self._prepared = None
-        self.offsets.clear()
-        self.dlq.forget()
-        self.records = 0
-        self.started_at = None
-        self._done_tables.clear()
+        batch.prepared = None
+        batch.offsets = OffsetRanges()
+        batch.records = 0
+        batch.started_at = None
+        batch.done_tables.clear()
 
     def _update_lag(self) -> None:
         """Refresh the lag gauge from local state only: never a broker round trip.

@@ -8,6 +8,8 @@ step by step with a fake clock, so no test waits for a real interval.
 from __future__ import annotations
 
 import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -514,3 +516,71 @@ def test_a_table_whose_columns_differ_is_written_as_rows() -> None:
     inserted = [entry[1] for entry in log if entry[0] == "insert"]
     assert inserted == ["events", "user_updates"]
     assert log[-1] == ("commit", [(CLEAN, 0, 3)])
+
+
+class Held(ClickHouse):
+    """Holds every insert until ``release`` is set (an insert that takes its time)."""
+
+    def __init__(self, log: list[Any], failures: int = 0) -> None:
+        super().__init__(log, failures)
+        self.release = threading.Event()
+
+    def insert_columns(self, table: str, names: Any, columns: Any, token: str | None) -> int:
+        assert self.release.wait(10)
+        return super().insert_columns(table, names, columns, token)
+
+
+def concurrent_writer(failures: int = 0) -> tuple[SinkWriter, Consumer, list[Any], Held]:
+    writer, consumer, log, _ = make_writer(max_rows=2)
+    held = Held(log, failures)
+    writer.clickhouse = held  # type: ignore[assignment]
+    writer._executor = ThreadPoolExecutor(1)
+    return writer, consumer, log, held
+
+
+def test_the_next_batch_is_read_while_one_is_inserted_and_commits_keep_their_order() -> None:
+    writer, consumer, log, held = concurrent_writer()
+    consumer.queue = [Message(CLEAN, 0, i, clean(i)) for i in range(5)]
+    writer.step()  # batch 1 full: handed to the background insert
+    assert writer._inflight is not None
+    assert log == []  # held: nothing inserted, nothing committed
+    # Batch 2 is read and prepared while batch 1 is held; handing it over waits
+    # for batch 1, which is then committed before batch 2 goes.
+    threading.Timer(0.3, held.release.set).start()
+    writer.step()
+    assert [entry[0] for entry in log][:2] == ["insert", "commit"]
+    assert log[1] == ("commit", [(CLEAN, 0, 2)])
+    writer.step()  # the last record: batch 3 waits for the gap, batch 2 is committed
+    assert writer.flush()
+    assert [entry[0] for entry in log] == [
+        "insert",
+        "commit",
+        "insert",
+        "commit",
+        "insert",
+        "commit",
+    ]
+    assert log[3] == ("commit", [(CLEAN, 0, 4)])
+    assert log[5] == ("commit", [(CLEAN, 0, 5)])
+
+
+def test_a_background_insert_that_fails_is_retried_and_committed_only_then() -> None:
+    writer, consumer, log, held = concurrent_writer(failures=2)
+    held.release.set()
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1)), Message(CLEAN, 0, 1, clean(2))]
+    writer.step()
+    assert writer.flush()
+    kinds = [entry[0] for entry in log]
+    assert kinds == ["insert failed", "pause", "insert failed", "insert", "commit", "resume"]
+
+
+def test_a_revoke_waits_for_the_insert_in_flight_and_commits_it() -> None:
+    writer, consumer, log, held = concurrent_writer()
+    consumer.queue = [Message(CLEAN, 0, 0, clean(1)), Message(CLEAN, 0, 1, clean(2))]
+    writer.step()
+    assert writer._inflight is not None
+    threading.Timer(0.2, held.release.set).start()
+    writer._on_revoke(consumer, consumer.assigned)  # type: ignore[arg-type]
+    assert [entry[0] for entry in log] == ["insert", "commit"]
+    assert writer._inflight is None
+    assert writer.records == 0
