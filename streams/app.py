@@ -261,7 +261,19 @@ class _GuardedConsumer(AIOKafkaConsumer):
     async def _commit_offsets(
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
-        """Commit, then tell the frontiers: state expiry waits for this (streams/tables.py)."""
+        """Drain the changelog buffer, commit, then tell the frontiers (streams/tables.py).
+
+        Faust flushes its producer before committing, but its buffer flush
+        (``ProducerBuffer.flush_atmost``) gives up after 0.1 s without a
+        message sent, returning with table changes still queued: under load
+        the offsets could then be committed ahead of the changelog records of
+        the records they cover, and a crash lost those state changes (a
+        duplicate re-decided after kill -9 missed its anchor). So the buffer
+        is drained here, to empty, first.
+        """
+        buffer = self.app.producer.buffer
+        while buffer.size:
+            await buffer.flush()
         done = await super()._commit_offsets(offsets, start_new_transaction)
         if done:
             assigned = self.assignment()
