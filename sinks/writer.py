@@ -73,7 +73,7 @@ from eventsieve.errors import ServiceUnavailableError
 from eventsieve.logging import get_logger
 from schemas import registry
 from schemas.codecs import decode_clean, decode_dropped
-from schemas.columns import ColumnDecoder, decoder
+from schemas.columns import DECODE_CHUNK, ColumnDecoder, decoder
 from schemas.errors import DecodeError
 from sinks.batching import Backoff, FlushPolicy, OffsetRanges, dedup_token
 from sinks.blocks import Revenue, add_profiles, events_block, suspects
@@ -512,18 +512,22 @@ class SinkWriter:
             columnar, strict = list(range(len(values))), []
         if columnar:
             assert route.columns is not None
-            batch = route.columns.decode([values[i] for i in columnar])
-            revenue = Revenue(batch)
-            odd = suspects(batch, route.decision, revenue)
-            if odd.any():
-                strict += [columnar[i] for i in np.flatnonzero(odd).tolist()]
-                keep = ~odd
-                batch, revenue = batch.select(keep), revenue.select(keep)
-                columnar = [columnar[i] for i in np.flatnonzero(keep).tolist()]
-            prepared.blocks.append(events_block(batch, route.decision, revenue))
-            if route.decision is Decision.ACCEPTED:
-                add_profiles(batch, prepared.rows)
-            prepared.records += [messages[i] for i in columnar]
+            kept: list[int] = []
+            for first in range(0, len(columnar), DECODE_CHUNK):
+                chunk = columnar[first : first + DECODE_CHUNK]
+                batch = route.columns.decode([values[i] for i in chunk])
+                revenue = Revenue(batch)
+                odd = suspects(batch, route.decision, revenue)
+                if odd.any():
+                    strict += [chunk[i] for i in np.flatnonzero(odd).tolist()]
+                    keep = ~odd
+                    batch, revenue = batch.select(keep), revenue.select(keep)
+                    chunk = [chunk[i] for i in np.flatnonzero(keep).tolist()]
+                prepared.blocks.append(events_block(batch, route.decision, revenue))
+                if route.decision is Decision.ACCEPTED:
+                    add_profiles(batch, prepared.rows)
+                kept += chunk
+            prepared.records += [messages[i] for i in kept]
         for i in sorted(strict):
             if self._add_rows(route, messages[i], values[i], prepared.rows):
                 prepared.records.append(messages[i])

@@ -584,3 +584,28 @@ def test_a_revoke_waits_for_the_insert_in_flight_and_commits_it() -> None:
     assert [entry[0] for entry in log] == ["insert", "commit"]
     assert writer._inflight is None
     assert writer.records == 0
+
+
+def test_a_batch_is_decoded_in_chunks_each_a_block_of_one_insert(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sinks.writer.DECODE_CHUNK", 2)
+    writer, consumer, log, _ = make_writer(max_rows=5)
+    clickhouse = InsertsById(log)
+    writer.clickhouse = clickhouse  # type: ignore[assignment]
+    blocks: list[int] = []
+    insert_blocks = clickhouse.insert_blocks
+
+    def count_blocks(table: str, sent: list[NativeBlock], token: Any, python: Any = None) -> int:
+        blocks.append(len(sent))
+        return insert_blocks(table, sent, token, python)
+
+    clickhouse.insert_blocks = count_blocks  # type: ignore[method-assign]
+    poison = Message(CLEAN, 0, 2, b"\xc3\x01garbage")
+    consumer.queue = [Message(CLEAN, 0, i, clean(i)) for i in (0, 1)]
+    consumer.queue += [poison, *(Message(CLEAN, 0, i, clean(i)) for i in (3, 4))]
+    writer.step()
+    assert blocks == [3]
+    (ids,) = clickhouse.ids
+    assert sorted(ids) == ["e0", "e1", "e3", "e4"]
+    assert log[-1] == ("commit", [(CLEAN, 0, 5)])
