@@ -35,6 +35,7 @@ import io
 import multiprocessing
 import os
 import pstats
+import resource
 import shutil
 import subprocess
 import sys
@@ -145,12 +146,17 @@ class Committed:
         self.consumer.close()
 
 
-def run_writer(settings: Settings, stop: Any, assigned: Any, index: int) -> None:
-    """One sink process: the writer of ``eventsieve sink``, noting its first assignment."""
+def run_writer(settings: Settings, stop: Any, shared: Any, index: int) -> None:
+    """One sink process: the writer of ``eventsieve sink``; notes its first assignment,
+    and at the end the event rows it wrote and the CPU seconds it used."""
     configure_logging("WARNING")
     tune_gc()  # as run_sink does
-    writer = build_writer(settings, SinkMetrics())
+    metrics = SinkMetrics()
+    writer = build_writer(settings, metrics)
     on_assign = writer._on_assign
+    assigned, rows, cpu, ready, go = shared
+    ready[index] = 1.0
+    go.wait()  # all processes join the group together, so they share from the start
 
     def note(consumer: Any, partitions: list[Any]) -> None:
         if not assigned[index]:
@@ -159,6 +165,9 @@ def run_writer(settings: Settings, stop: Any, assigned: Any, index: int) -> None
 
     writer._on_assign = note  # type: ignore[method-assign]
     writer.run(stop)
+    rows[index] = metrics.rows_written.labels("events")._value.get()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu[index] = usage.ru_utime + usage.ru_stime
 
 
 def settings_for(
@@ -189,15 +198,18 @@ def settings_for(
     )
 
 
-def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
-    """``(rows/s from the first assignment to the last commit, wall seconds)``."""
+def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float, str]:
+    """``(rows/s from the first assignment to the last commit, wall seconds, per process)``."""
     # spawn, not fork: librdkafka is not fork-safe, and this process runs Kafka
     # clients already (a forked sink could hang in Consumer.close()).
     ctx = multiprocessing.get_context("spawn")
     stop = ctx.Event()
-    assigned = ctx.Array("d", processes)
+    go = ctx.Event()
+    shared = (*(ctx.Array("d", processes) for _ in range(4)), go)
+    assigned, rows, cpu, ready, _go = shared
     workers = [
-        ctx.Process(target=run_writer, args=(settings, stop, assigned, i)) for i in range(processes)
+        ctx.Process(target=run_writer, args=(settings, stop, shared, i), daemon=True)
+        for i in range(processes)
     ]
     committed = Committed(
         settings.kafka.bootstrap_servers or "",
@@ -209,6 +221,9 @@ def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
     try:
         for w in workers:
             w.start()
+        while not all(ready):
+            time.sleep(0.05)
+        go.set()
         while committed() < n:
             time.sleep(0.05)
         ended = time.time()
@@ -221,7 +236,8 @@ def sink_run(settings: Settings, processes: int, n: int) -> tuple[float, float]:
                 w.kill()
         committed.close()
     first = min(t for t in assigned if t) if any(assigned) else started
-    return n / (ended - first), ended - started
+    each = " + ".join(f"{r:,.0f} rows in {c:.1f} CPU s" for r, c in zip(rows, cpu, strict=True))
+    return n / (ended - first), ended - started, each
 
 
 def export_native(url: str, database: str, path: Path) -> None:
@@ -365,13 +381,13 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
         first_db = first_db or run.clickhouse.database
         target = ClickHouse(bench.ch_url, run.clickhouse.database)
         migrate(target)
-        rate, wall = sink_run(run, processes, args.events)
+        rate, wall, each = sink_run(run, processes, args.events)
         rows = target.scalar(f"SELECT uniqExact(event_id) FROM {target.database}.events")
         target.close()
         print(
             f"sink, {processes} process(es), batch {args.batch:,}: {rate:,.0f} rows/s "
             f"({args.events:,} rows; {wall:.1f}s wall with start and group join; "
-            f"{rows:,} distinct event ids); load {load()}"
+            f"{rows:,} distinct event ids; {each}); load {load()}"
         )
 
     target = ClickHouse(bench.ch_url, first_db)
