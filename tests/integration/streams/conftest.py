@@ -290,6 +290,17 @@ def oracle(settings: Settings, records: Sequence[Raw]) -> dict[str, Decision]:
     return out
 
 
+def injected(directory: Path, code: str) -> dict[str, str]:
+    """The environment that loads ``code`` into a worker process (as its ``sitecustomize``).
+
+    How the tests inject a fault (a kill at a chosen moment, a failing rule)
+    into a real worker process without touching the product's code.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "sitecustomize.py").write_text(code)
+    return {"PYTHONPATH": str(directory)}
+
+
 @dataclass(frozen=True)
 class Kit:
     """The helpers above, as one fixture (test modules cannot import conftest)."""
@@ -299,6 +310,7 @@ class Kit:
     collect = staticmethod(collect)
     wait_for_group = staticmethod(wait_for_group)
     oracle = staticmethod(oracle)
+    injected = staticmethod(injected)
 
 
 @pytest.fixture

@@ -93,9 +93,6 @@ def users_on_one_partition(partitions: int) -> tuple[str, str, int]:
 def test_a_crash_after_expiry_does_not_undrop_a_duplicate(
     test_settings: Settings, worker_factory, kit, tmp_path: Path
 ) -> None:
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULT)
     partitions = test_settings.topics.partitions
     user, other, partition = users_on_one_partition(partitions)
     t0 = int(time.time() * 1000) - 30 * DAY_MS  # a backfill: events from a month ago
@@ -112,7 +109,7 @@ def test_a_crash_after_expiry_does_not_undrop_a_duplicate(
     later_id, later = record(other, t0 + 2 * DAY_MS)  # moves the watermark two days on
 
     kit.publish(test_settings, [first])
-    fault = {"PYTHONPATH": str(inject), "EVENTSIEVE_TEST_KILL_AT": "3"}
+    fault = {**kit.injected(tmp_path / "inject", FAULT), "EVENTSIEVE_TEST_KILL_AT": "3"}
     crashing = worker_factory(test_settings, "crashing", fault)
     group = crashing.app_id
     wait_committed(test_settings, group, partition, 1, crashing)

@@ -64,15 +64,13 @@ if _action:
 
 
 @pytest.fixture
-def fault(tmp_path: Path):
+def fault(tmp_path: Path, kit):
     """``fault(action, batch)``: the environment that injects ``action`` at commit ``batch``."""
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULT)
+    inject = kit.injected(tmp_path / "inject", FAULT)
 
     def env(action: str, batch: int) -> dict[str, str]:
         return {
-            "PYTHONPATH": str(inject),
+            **inject,
             "EVENTSIEVE_TEST_FAULT": action,
             "EVENTSIEVE_TEST_FAULT_BATCH": str(batch),
         }

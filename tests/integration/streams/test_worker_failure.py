@@ -33,9 +33,6 @@ Processor.on_order = _failing_on_order
 def test_a_failing_agent_takes_the_worker_down(
     test_settings: Settings, worker_factory, kit, tmp_path: Path
 ) -> None:
-    inject = tmp_path / "inject"
-    inject.mkdir()
-    (inject / "sitecustomize.py").write_text(FAULT)
     partitions = test_settings.topics.partitions
     records = []
     for i in range(3):
@@ -48,7 +45,7 @@ def test_a_failing_agent_takes_the_worker_down(
         )
         key = topic_key("demo", user).encode()
         records.append(kit.Raw(partition_for(key, partitions), key, encode_raw(event)))
-    worker = worker_factory(test_settings, "failing", {"PYTHONPATH": str(inject)})
+    worker = worker_factory(test_settings, "failing", kit.injected(tmp_path / "inject", FAULT))
     kit.publish(test_settings, records)
     deadline = time.monotonic() + 120
     while worker.alive() and time.monotonic() < deadline:
