@@ -58,6 +58,10 @@ class BatchedState:
         if self._index is not None:
             self._index.push(expires_at, key)
 
+    def prune_time(self, newest: int) -> int:
+        """``newest``: this state commits in the transaction of the offsets it reflects."""
+        return newest
+
     def advance(self, event_time: int) -> int:
         """Raise the watermark to ``event_time``; delete the entries that expired before it."""
         if event_time <= self.watermark():

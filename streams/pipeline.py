@@ -80,6 +80,9 @@ class _Staged:
     def put(self, key: str, value: Value, expires_at: int) -> None:
         self.pending[key] = (value, expires_at)
 
+    def prune_time(self, newest: int) -> int:
+        return self.base.prune_time(newest)
+
     def apply(self) -> None:
         for key, (value, expires_at) in self.pending.items():
             self.base.put(key, value, expires_at)

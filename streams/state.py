@@ -31,6 +31,18 @@ class State(Protocol):
         """Store ``value``; it may be forgotten once event time passes ``expires_at``."""
         ...
 
+    def prune_time(self, newest: int) -> int:
+        """The event time a rule may forget by, in a value whose newest entry is ``newest``.
+
+        A rule trims old entries from a value it rewrites (anchors more than a
+        window and grace behind). Where state commits together with the input
+        offsets (the kafka engine, in-memory state) that is ``newest``. Where
+        state can be ahead of the committed offsets (the faust engine), it is
+        at most the event time reached by committed records: a record decided
+        again after a crash must still find the entries that decided it.
+        """
+        ...
+
 
 class ExpiryIndex:
     """A min-heap of (expires_at, key): which keys to forget as event time advances.
@@ -73,6 +85,9 @@ class InMemoryState:
     def put(self, key: str, value: Value, expires_at: int) -> None:
         self.data[key] = (expires_at, value)
         self._expiry.push(expires_at, key)
+
+    def prune_time(self, newest: int) -> int:
+        return newest
 
     def advance(self, now: int) -> int:
         """Forget entries that expired before event time ``now``; return how many."""

@@ -21,7 +21,9 @@ days, could make the tombstones durable while the offsets of the records
 just before it are not: after a crash those records would be decided again
 without the anchor that dropped them. Kept a little longer, an expired anchor
 changes no decision of an event within the late grace (see
-streams/rules/windows.py).
+streams/rules/windows.py). For the same reason a rule trims the entries of a
+value it rewrites only up to the event time committed records reached
+(``prune_time``): the rewrite itself reaches the changelog before the offsets.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class TableState:
         self.partition = 0
         self._indexes: dict[int, ExpiryIndex] = {}
         self._watermarks: dict[int, int] = {}
+        # Per partition: the watermark of the records the group has committed.
+        self._settled: dict[int, int] = {}
         # Per source partition: (offset, watermark) raises not yet covered by a commit.
         self._uncommitted: dict[Hashable, deque[tuple[int, int]]] = {}
 
@@ -56,6 +60,9 @@ class TableState:
     def put(self, key: str, value: Value, expires_at: int) -> None:
         self.table[key] = [expires_at, self.partition, value]
         self._index().push(expires_at, key)
+
+    def prune_time(self, newest: int) -> int:
+        return min(newest, self._settled.get(self.partition, 0))
 
     def advance(self, event_time: int, source: Hashable, offset: int) -> None:
         """Raise the partition's watermark to ``event_time``, decided at ``offset`` of ``source``.
@@ -78,6 +85,8 @@ class TableState:
         watermark = 0
         while pending and pending[0][0] < committed:
             watermark = pending.popleft()[1]
+        if watermark > self._settled.get(self.partition, 0):
+            self._settled[self.partition] = watermark
         removed = 0
         table = self.table
         for expires_at, key in self._index().pop_expired(watermark):
@@ -93,6 +102,7 @@ class TableState:
         for partition in revoked:
             self._indexes.pop(partition, None)
             self._watermarks.pop(partition, None)
+            self._settled.pop(partition, None)
         for source in [s for s in self._uncommitted if getattr(s, "partition", None) in revoked]:
             del self._uncommitted[source]
 

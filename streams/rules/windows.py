@@ -17,7 +17,10 @@ and that of later records. So:
   ``source``, higher ``offset``) are ignored: they did not exist when the
   record was first decided;
 - anchors are kept for ``window + grace`` behind the newest, so a dropped
-  event still finds the anchor that dropped it.
+  event still finds the anchor that dropped it; and never trimmed past what
+  the state says is settled (``State.prune_time``): a later record rewriting
+  the key must not take away an anchor that an earlier record, decided again
+  after a crash, was judged by.
 
 Together these give a re-delivered record the decision it got the first time.
 
@@ -73,7 +76,7 @@ def check_window(
     time = facts.time
     if anchors:
         newest = max(time, *(a[0] for a in anchors))
-        horizon = newest - window_ms - grace_ms
+        horizon = state.prune_time(newest) - window_ms - grace_ms
         kept: Value = [a for a in anchors if a[0] >= horizon]
         kept.append([time, facts.event_id, facts.source, facts.offset])
     else:

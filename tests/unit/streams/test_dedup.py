@@ -77,6 +77,36 @@ def test_redelivered_event_gets_the_same_decision(dedup, state, make_facts):
     assert [d is None for d in replay] == [True, False, True]
 
 
+class _Unsettled(InMemoryState):
+    """State ahead of the committed offsets, settled up to ``settled`` (the faust tables)."""
+
+    def __init__(self, settled: int) -> None:
+        super().__init__()
+        self.settled = settled
+
+    def prune_time(self, newest: int) -> int:
+        return min(newest, self.settled)
+
+
+def test_a_later_rewrite_keeps_the_anchors_an_unsettled_record_was_judged_by(dedup, make_facts):
+    state = _Unsettled(settled=T0)  # only `first` is committed
+    first = make_facts(time=T0, event_id="a", offset=0)
+    repeat = make_facts(time=T0 + 10_000, event_id="b", offset=1)
+    later = make_facts(time=T0 + 2 * 86_400_000, event_id="c", offset=2)
+    assert [dedup(f, state) is None for f in (first, repeat, later)] == [True, False, True]
+    # A crash before `repeat` was committed: decided again after `later` rewrote the key.
+    assert dedup(repeat, state) is not None
+
+
+def test_a_rewrite_trims_what_lies_behind_the_newest_where_state_is_settled(dedup, make_facts):
+    state = InMemoryState()
+    first = make_facts(time=T0, event_id="a", offset=0)
+    later = make_facts(time=T0 + 2 * 86_400_000, event_id="c", offset=2)
+    assert dedup(first, state) is None and dedup(later, state) is None
+    [(expires_at, anchors)] = state.data.values()
+    assert [a[1] for a in anchors] == ["c"]
+
+
 def test_state_is_written_only_on_accept_and_expires(dedup, state, make_facts):
     dedup(make_facts(time=T0), state)
     dedup(make_facts(time=T0 + MIN), state)
