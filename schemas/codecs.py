@@ -35,8 +35,22 @@ from schemas.errors import (
     TruncatedError,
     UnknownFingerprintError,
 )
-from schemas.events import CleanEvent, DlqRecord, DroppedEvent, RawEvent
-from schemas.fastcodec import compile_decoder, compile_encoder
+from schemas.events import (
+    DERIVED_FIELDS,
+    DROP_FIELDS,
+    RESTATED_FIELDS,
+    CleanEvent,
+    DlqRecord,
+    DroppedEvent,
+    RawEvent,
+)
+from schemas.fastcodec import (
+    Marks,
+    compile_decoder,
+    compile_encoder,
+    compile_marking_decoder,
+    compile_writer,
+)
 from schemas.json_values import compile_record
 
 MAGIC = b"\xc3\x01"
@@ -212,6 +226,215 @@ def projection(
     return plan
 
 
+class Splice:
+    """An output record encoded from the bytes of the RawEvent it was made from.
+
+    A CleanEvent (or DroppedEvent) repeats most RawEvent fields, in runs of
+    the same order and type. Re-encoding each of them field by field was the
+    largest single cost of a decision; a ``Splice`` instead copies each run's
+    bytes from the raw record and encodes only the fields it is ``given``
+    (the derived ones, and the raw fields the stream restates). The plan is
+    computed from the two schemas, so a field added to both is copied, one
+    added to the output only is given (or takes its default).
+
+    The result is byte for byte the output encoder's, provided the raw record
+    was decoded by ``raw_marks`` with positions (canonical input: the copied
+    bytes are what the encoder writes for those values) and its copied fields
+    were not changed since.
+    """
+
+    # Memo of the encodings of repeating fields: bounded, cleared when full.
+    MEMO_ENTRIES = 4_096
+
+    def __init__(
+        self,
+        source: str,
+        target: str,
+        given: frozenset[str],
+        repeating: frozenset[str] = frozenset(),
+    ) -> None:
+        source_fields = registry.current(source).schema["fields"]
+        out = registry.current(target).schema
+        index = {f["name"]: i for i, f in enumerate(source_fields)}
+        types = {f["name"]: _bare(f["type"]) for f in source_fields}
+        # ("copy", first, end): source fields [first, end); ("write", fields): encoded.
+        plan: list[tuple[str, Any, Any]] = []
+        for field in out["fields"]:
+            name = field["name"]
+            i = index.get(name)
+            if name not in given and i is not None and types[name] == _bare(field["type"]):
+                if plan and plan[-1][0] == "copy" and plan[-1][2] == i:
+                    plan[-1] = ("copy", plan[-1][1], i + 1)
+                else:
+                    plan.append(("copy", i, i + 1))
+            elif plan and plan[-1][0] == "write":
+                plan[-1][1].append(field)
+            else:
+                plan.append(("write", [field], None))
+        names = [f["name"] for f in source_fields] + [""]  # "": the end of the record
+        self.bounds = sorted(
+            {names[i] for step, first, end in plan if step == "copy" for i in (first, end)},
+            key=lambda name: index.get(name, len(source_fields)),
+        )
+        self.header = codec(target).header
+        self.repeating = repeating
+        self._plan = plan
+        self._splice: Callable[[bytes, Marks, Mapping[str, Any]], bytes] | None = None
+
+    def bind(self, marked: tuple[str, ...]) -> None:
+        """Generate the splice for a raw decoder that marks fields ``marked`` (in order)."""
+        position = {name: i for i, name in enumerate(marked)}
+        position[""] = len(marked)  # the marks end with the record's end
+        namespace: dict[str, Any] = {"HEADER": self.header}
+        names = [f["name"] for f in _raw_fields()] + [""]
+        lines = ["def splice(buf, m, values):", "    parts = [HEADER]", "    out = parts.append"]
+        for n, (step, first, end) in enumerate(self._plan):
+            if step == "copy":
+                a, b = position[names[first]], position[names[end]]
+                lines.append(f"    out(buf[m[{a}]:m[{b}]])")
+            else:
+                for m, (repeats, fields) in enumerate(self._runs(first)):
+                    self._write(namespace, lines, f"{n}_{m}", fields, repeats)
+        lines.append('    return b"".join(parts)')
+        exec(compile("\n".join(lines), "<avro splice>", "exec"), namespace)
+        self._splice = namespace["splice"]
+
+    def _runs(self, fields: list[dict[str, Any]]) -> list[tuple[bool, list[dict[str, Any]]]]:
+        """``fields`` cut into runs of repeating and of other fields, in order."""
+        runs: list[tuple[bool, list[dict[str, Any]]]] = []
+        for field in fields:
+            repeats = field["name"] in self.repeating
+            if runs and runs[-1][0] == repeats:
+                runs[-1][1].append(field)
+            else:
+                runs.append((repeats, [field]))
+        return runs
+
+    def _write(
+        self,
+        namespace: dict[str, Any],
+        lines: list[str],
+        tag: str,
+        fields: list[dict[str, Any]],
+        repeats: bool,
+    ) -> None:
+        """The lines that write ``fields`` from ``values``; a repeating run's bytes are
+        looked up by its values (lists as tuples) and encoded only when new."""
+        writer = f"w{tag}"
+        namespace[writer] = compile_writer(
+            {"type": "record", "name": f"Splice{tag}", "fields": fields}
+        )
+        if not repeats:
+            lines.append(f"    {writer}(values, out)")
+            return
+        memo = f"memo{tag}"
+        namespace[memo] = {}
+        key = ", ".join(
+            f"tuple(values[{f['name']!r}])"
+            if _bare(f["type"]) in ({"type": "array", "items": "string"},)
+            else f"values[{f['name']!r}]"
+            for f in fields
+        )
+        lines += [
+            f"    key = ({key},)",
+            f"    piece = {memo}.get(key)",
+            "    if piece is None:",
+            "        pieces = []",
+            f"        {writer}(values, pieces.append)",
+            '        piece = b"".join(pieces)',
+            f"        if len({memo}) >= {self.MEMO_ENTRIES}:",
+            f"            {memo}.clear()",
+            f"        {memo}[key] = piece",
+            "    out(piece)",
+        ]
+
+    def __call__(self, value: bytes, marks: Marks, given: Mapping[str, Any]) -> bytes:
+        """The output's single-object encoding: ``value``'s runs and the ``given`` fields."""
+        assert self._splice is not None  # bound when the raw codec is built
+        return self._splice(value, marks, given)
+
+
+def _raw_fields() -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = registry.current(registry.RAW_EVENT).schema["fields"]
+    return fields
+
+
+# Derived fields whose values recur from event to event (a name, a parsed user
+# agent, the checks passed, the input topic and partition, the decision's
+# millisecond): their encodings are looked up, not redone. Compared by value,
+# so they must hold their schema's Python types (never True for 1).
+REPEATING_FIELDS = frozenset(
+    {
+        *("normalised_name", "browser", "browser_version", "os", "os_version", "device"),
+        *("checks", "decided_at", "source_topic", "source_partition"),
+    }
+)
+
+
+@cache
+def splices() -> dict[str, Splice]:
+    """The CleanEvent and DroppedEvent splices, bound to ``raw_marks``."""
+    restated = frozenset((*DERIVED_FIELDS, *RESTATED_FIELDS))
+    out = {
+        registry.CLEAN_EVENT: Splice(
+            registry.RAW_EVENT, registry.CLEAN_EVENT, restated, REPEATING_FIELDS
+        ),
+        registry.DROPPED_EVENT: Splice(
+            registry.RAW_EVENT,
+            registry.DROPPED_EVENT,
+            restated | set(DROP_FIELDS),
+            REPEATING_FIELDS | {"reason", "stage"},
+        ),
+    }
+    marked = _marked_fields(out.values())
+    for s in out.values():
+        s.bind(marked)
+    return out
+
+
+def _marked_fields(all_splices: Any) -> tuple[str, ...]:
+    order = {f["name"]: i for i, f in enumerate(_raw_fields())}
+    wanted = {name for s in all_splices for name in s.bounds if name}
+    return tuple(sorted(wanted, key=order.__getitem__))
+
+
+@cache
+def _raw_marking_decoder() -> Callable[[bytes, int], tuple[dict[str, Any], int, Marks | None]]:
+    current = registry.current(registry.RAW_EVENT)
+    return compile_marking_decoder(current.schema, _marked_fields(splices().values()))
+
+
+def decode_raw_marked(value: bytes) -> tuple[RawEvent, Marks | None]:
+    """A RawEvent from Avro or JSON, and its marks for ``encode_clean_spliced`` and
+    ``encode_dropped_spliced``, or None when its bytes cannot be spliced (JSON,
+    an older writer schema, or Avro not in the encoder's canonical form)."""
+    if value[:2] == MAGIC and value[2:HEADER_SIZE] == _raw_fingerprint():
+        record, end, marks = _raw_marking_decoder()(value, HEADER_SIZE)
+        if end != len(value):
+            raise MalformedAvroError(
+                f"RawEvent: {len(value) - end} trailing bytes after the record"
+            )
+        return cast(RawEvent, record), marks
+    return decode_raw(value), None
+
+
+@cache
+def _raw_fingerprint() -> bytes:
+    return registry.current(registry.RAW_EVENT).fingerprint
+
+
+def encode_clean_spliced(raw_value: bytes, marks: Marks, given: Mapping[str, Any]) -> bytes:
+    """CleanEvent bytes from the raw record's bytes (``decode_raw_marked``) and the
+    fields the stream gives (``DERIVED_FIELDS``, ``RESTATED_FIELDS``): the same bytes
+    as ``encode_clean`` of the ``clean_event`` built from the decoded record."""
+    return splices()[registry.CLEAN_EVENT](raw_value, marks, given)
+
+
+def encode_dropped_spliced(raw_value: bytes, marks: Marks, given: Mapping[str, Any]) -> bytes:
+    """DroppedEvent bytes like ``encode_clean_spliced``, ``given`` with ``DROP_FIELDS`` too."""
+    return splices()[registry.DROPPED_EVENT](raw_value, marks, given)
+
+
 def _bare(avro_type: Any) -> Any:
     """A type without documentation and defaults, for comparing two versions' fields."""
     if isinstance(avro_type, dict):
@@ -330,9 +553,12 @@ __all__ = [
     "decode_dlq",
     "decode_dropped",
     "decode_raw",
+    "decode_raw_marked",
     "encode_clean",
+    "encode_clean_spliced",
     "encode_dlq",
     "encode_dropped",
+    "encode_dropped_spliced",
     "encode_raw",
     "to_json_bytes",
 ]

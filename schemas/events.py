@@ -76,6 +76,15 @@ class _Derived(TypedDict):
     source_offset: int
 
 
+DERIVED_FIELDS: tuple[str, ...] = tuple(_Derived.__annotations__)
+"""The fields the stream adds to a raw event (CleanEvent and DroppedEvent)."""
+RESTATED_FIELDS = ("timestamp", "visitor_id")
+"""RawEvent fields the stream may change in its outputs: the event time it decided
+with, and the visitor id it derived for an event without any user id."""
+DROP_FIELDS = ("reason", "stage", "detail")
+"""What a DroppedEvent adds to a CleanEvent's fields."""
+
+
 class CleanEvent(_Derived):
     """An accepted event (schemas/avro/clean_event.avsc): RawEvent minus ``ip``, plus derived."""
 

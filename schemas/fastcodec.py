@@ -37,10 +37,10 @@ _MAX_LONG = 2**63
 def read_long(buf: bytes, pos: int) -> tuple[int, int]:
     """A zig-zag varint long at ``pos``: ``(value, next position)``."""
     b = buf[pos]
-    pos += 1
     n = b & 0x7F
     shift = 7
-    while b & 0x80:
+    pos += 1
+    while b > 0x7F:
         if shift >= 70:
             raise MalformedAvroError("varint longer than 10 bytes")
         b = buf[pos]
@@ -63,20 +63,29 @@ LEN1 = tuple(b >> 1 if b < 128 and not b & 1 else -1 for b in range(256))
 
 def long_bytes(value: int) -> bytes:
     """The zig-zag varint encoding of a long."""
-    if not isinstance(value, int):
+    if type(value) is not int and not isinstance(value, int):
         raise EncodeError(f"expected an int, got {type(value).__name__}")
     if not -_MAX_LONG <= value < _MAX_LONG:
         raise EncodeError(f"{value} does not fit in a 64-bit long")
     n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    return _VARINT[n.bit_length()](n)
+
+
+def _varint_of_width(size: int) -> Callable[[int], bytes]:
+    """The encoder of varints of ``size`` bytes: one expression, no loop (a timestamp
+    takes 6 bytes, and a loop of appends costs several times as much)."""
+    groups = [f"n >> {7 * i} & 127 | 128" for i in range(size - 1)] + [f"n >> {7 * (size - 1)}"]
+    function: Callable[[int], bytes] = eval(f"lambda n: bytes(({', '.join(groups)},))")
+    return function
+
+
+# By bit length of the zig-zag value (0..64): the encoder of its varint width.
+_VARINT = tuple(_varint_of_width(max(1, (bits + 6) // 7)) for bits in range(65))
 
 
 _SMALL = tuple(long_bytes(i) for i in range(64))  # one-byte encodings of 0..63
+# A union's branch index (0..7) and a length of 0..63, as the two bytes they are.
+_SMALL_AFTER = tuple(tuple(_SMALL[b] + _SMALL[n] for n in range(64)) for b in range(8))
 
 _STRUCT_F = struct.Struct("<f")
 _STRUCT_D = struct.Struct("<d")
@@ -85,9 +94,13 @@ _STRUCT_D = struct.Struct("<d")
 class _Gen:
     """Accumulates generated source lines with indentation and unique names."""
 
-    def __init__(self) -> None:
+    def __init__(self, canonical: bool = False) -> None:
         self.counter = 0
         self.functions: list[str] = []
+        # Marking decoders note in a local ``canon`` whether the input is exactly
+        # what the encoder writes (shortest varints, one block per map or array,
+        # no repeated map key): only such bytes can be copied into an output.
+        self.canonical = canonical
 
     def name(self, prefix: str) -> str:
         self.counter += 1
@@ -105,7 +118,7 @@ def _type_name(avro_type: Any) -> str:
 # --- decoding ---------------------------------------------------------------------------
 
 
-def _dec_long(lines: list[str], ind: str, target: str) -> None:
+def _dec_long(lines: list[str], ind: str, target: str, canonical: bool = False) -> None:
     lines += [
         f"{ind}b = buf[pos]",
         f"{ind}if b < 128:",
@@ -114,6 +127,9 @@ def _dec_long(lines: list[str], ind: str, target: str) -> None:
         f"{ind}else:",
         f"{ind}    {target}, pos = read_long(buf, pos)",
     ]
+    if canonical:
+        # A varint of several bytes is the shortest one unless its last byte is 0.
+        lines += [f"{ind}    if not buf[pos - 1]:", f"{ind}        canon = False"]
 
 
 def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: str) -> None:
@@ -131,7 +147,7 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{ind}{target} = b == 1",
         ]
     elif kind in ("int", "long"):
-        _dec_long(lines, ind, target)
+        _dec_long(lines, ind, target, gen.canonical)
     elif kind == "float":
         lines += [f"{ind}{target} = unpack_f(buf, pos)[0]", f"{ind}pos += 4"]
     elif kind == "double":
@@ -144,6 +160,7 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{ind}    pos += 1",
             f"{ind}else:",
             f"{ind}    n, pos = read_length(buf, pos)",
+            *([f"{ind}    if not buf[pos - 1]:", f"{ind}        canon = False"] * gen.canonical),
             f"{ind}end = pos + n",
             f"{ind}{target} = buf[pos:end]{'.decode()' if kind == 'string' else ''}",
             f"{ind}pos = end",
@@ -173,57 +190,103 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{ind}    raise MalformedAvroError(f'union index byte {{b}} out of range')",
         ]
     elif kind in ("array", "map"):
-        items = avro_type["items"] if kind == "array" else avro_type["values"]
-        acc = gen.name("c")
-        count = gen.name("k")
-        item = gen.name("v")
-        lines += [
-            f"{ind}{acc} = {'[]' if kind == 'array' else '{}'}",
-            f"{ind}while True:",
-        ]
-        inner = ind + "    "
-        _dec_long(lines, inner, count)
-        lines += [
-            f"{inner}if {count} == 0:",
-            f"{inner}    break",
-            f"{inner}if {count} < 0:",
-            f"{inner}    {count} = -{count}",
-            f"{inner}    _size, pos = read_long(buf, pos)",
-            # Every item takes at least one byte (arrays of null aside): a larger
-            # count is corrupt input, refused before it spins through a huge loop.
-            f"{inner}if {count} > len(buf):",
-            f"{inner}    raise MalformedAvroError(f'block of {{{count}}} items, value too short')",
-            f"{inner}for _ in range({count}):",
-        ]
-        body = inner + "    "
-        if kind == "map":
-            key = gen.name("s")
-            _dec_value(gen, "string", lines, body, key)
-            _dec_value(gen, items, lines, body, item)
-            lines.append(f"{body}{acc}[{key}] = {item}")
-        else:
-            _dec_value(gen, items, lines, body, item)
-            lines.append(f"{body}{acc}.append({item})")
-        lines.append(f"{ind}{target} = {acc}")
+        _dec_collection(gen, avro_type, lines, ind, target)
     elif kind == "record":
+        if gen.canonical:
+            raise NotImplementedError("a marking decoder does not support nested records")
         func = _dec_record_function(gen, avro_type)
         lines.append(f"{ind}{target}, pos = {func}(buf, pos)")
     else:
         raise NotImplementedError(f"generated codec does not support Avro type {avro_type!r}")
 
 
-def _dec_record_function(gen: _Gen, schema: dict[str, Any]) -> str:
+def _dec_collection(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: str) -> None:
+    """An array or a map: blocks of items, each led by its count, until a count of 0."""
+    kind = avro_type["type"]
+    items = avro_type["items"] if kind == "array" else avro_type["values"]
+    acc = gen.name("c")
+    count = gen.name("k")
+    item = gen.name("v")
+    blocks = gen.name("nb")
+    total = gen.name("t")
+    lines += [f"{ind}{acc} = {'[]' if kind == 'array' else '{}'}"]
+    if gen.canonical:
+        lines.append(f"{ind}{blocks} = {total} = 0")
+    lines.append(f"{ind}while True:")
+    inner = ind + "    "
+    _dec_long(lines, inner, count, gen.canonical)
+    lines += [
+        f"{inner}if {count} == 0:",
+        f"{inner}    break",
+        f"{inner}if {count} < 0:",
+        f"{inner}    {count} = -{count}",
+        f"{inner}    _size, pos = read_long(buf, pos)",
+    ]
+    if gen.canonical:
+        lines += [
+            f"{inner}    canon = False",  # a block with its byte size: not the encoder's form
+            f"{inner}{blocks} += 1",
+            f"{inner}{total} = {count}",
+        ]
+    lines += [
+        # Every item takes at least one byte (arrays of null aside): a larger
+        # count is corrupt input, refused before it spins through a huge loop.
+        f"{inner}if {count} > len(buf):",
+        f"{inner}    raise MalformedAvroError(f'block of {{{count}}} items, value too short')",
+        f"{inner}for _ in range({count}):",
+    ]
+    body = inner + "    "
+    if kind == "map":
+        key = gen.name("s")
+        _dec_value(gen, "string", lines, body, key)
+        _dec_value(gen, items, lines, body, item)
+        lines.append(f"{body}{acc}[{key}] = {item}")
+    else:
+        _dec_value(gen, items, lines, body, item)
+        lines.append(f"{body}{acc}.append({item})")
+    if gen.canonical:
+        # One block, and (maps) as many keys as items: a repeated key is lost.
+        lines += [f"{ind}if {blocks} > 1:", f"{ind}    canon = False"]
+        if kind == "map":
+            lines += [f"{ind}elif {blocks} and len({acc}) != {total}:", f"{ind}    canon = False"]
+    lines.append(f"{ind}{target} = {acc}")
+
+
+def _dec_record_function(
+    gen: _Gen, schema: dict[str, Any], marks: tuple[str, ...] | None = None
+) -> str:
+    """A record reader; with ``marks``, it also returns where those fields start,
+    or None for the positions when the input is not canonical (``_Gen``)."""
     func = gen.name("_read_record")
     lines = [f"def {func}(buf, pos):"]
+    if marks is not None:
+        lines.append("    canon = True")
     names = []
     for index, field in enumerate(schema["fields"]):
         var = f"f{index}"
         names.append((field["name"], var))
+        if marks is not None and field["name"] in marks:
+            lines.append(f"    m{marks.index(field['name'])} = pos")
         _dec_value(gen, field["type"], lines, "    ", var)
     items = ", ".join(f"{name!r}: {var}" for name, var in names)
-    lines.append(f"    return {{{items}}}, pos")
+    if marks is None:
+        lines.append(f"    return {{{items}}}, pos")
+    else:
+        found = "".join(f"m{i}, " for i in range(len(marks)))
+        lines.append(f"    return {{{items}}}, pos, ({found}pos) if canon else None")
     gen.functions.append("\n".join(lines))
     return func
+
+
+def _decoder_namespace() -> dict[str, Any]:
+    return {
+        "read_long": read_long,
+        "read_length": read_length,
+        "LEN1": LEN1,
+        "MalformedAvroError": MalformedAvroError,
+        "unpack_f": _STRUCT_F.unpack_from,
+        "unpack_d": _STRUCT_D.unpack_from,
+    }
 
 
 def compile_decoder(schema: dict[str, Any]) -> Decoder:
@@ -234,14 +297,7 @@ def compile_decoder(schema: dict[str, Any]) -> Decoder:
     """
     gen = _Gen()
     entry = _dec_record_function(gen, schema)
-    namespace: dict[str, Any] = {
-        "read_long": read_long,
-        "read_length": read_length,
-        "LEN1": LEN1,
-        "MalformedAvroError": MalformedAvroError,
-        "unpack_f": _STRUCT_F.unpack_from,
-        "unpack_d": _STRUCT_D.unpack_from,
-    }
+    namespace = _decoder_namespace()
     exec(compile("\n\n".join(gen.functions), f"<avro decoder {schema['name']}>", "exec"), namespace)
     inner = namespace[entry]
 
@@ -257,6 +313,47 @@ def compile_decoder(schema: dict[str, Any]) -> Decoder:
         if end > len(buf):
             raise TruncatedError(f"{schema['name']}: value ends inside the record")
         return record, end
+
+    return decode
+
+
+Marks = tuple[int, ...]
+"""Where the marked fields of a decoded record start in its buffer, then where it ends."""
+MarkingDecoder = Callable[[bytes, int], tuple[dict[str, Any], int, Marks | None]]
+"""``(buffer, start) -> (record, end, marks or None)``."""
+
+
+def compile_marking_decoder(schema: dict[str, Any], marks: tuple[str, ...]) -> MarkingDecoder:
+    """A decoder like ``compile_decoder``'s that also says where fields ``marks`` start.
+
+    The positions come back (the end of the record last) only when the input
+    is canonical, the exact bytes this module's encoder writes for the
+    decoded values, so that a field's bytes can be copied into another
+    record's encoding unchanged (``schemas.codecs.Splice``); otherwise None.
+    Records nested in the schema are not supported (``NotImplementedError``).
+    """
+    unknown = set(marks) - {f["name"] for f in schema["fields"]}
+    if unknown:
+        raise KeyError(f"no field(s) {sorted(unknown)} in {schema['name']}")
+    gen = _Gen(canonical=True)
+    entry = _dec_record_function(gen, schema, marks)
+    namespace = _decoder_namespace()
+    source = "\n\n".join(gen.functions)
+    exec(compile(source, f"<avro marking decoder {schema['name']}>", "exec"), namespace)
+    inner = namespace[entry]
+
+    def decode(buf: bytes, pos: int = 0) -> tuple[dict[str, Any], int, Marks | None]:
+        try:
+            record, end, found = inner(buf, pos)
+        except IndexError:
+            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
+        except UnicodeDecodeError as exc:
+            raise MalformedAvroError(f"{schema['name']}: string is not UTF-8 ({exc})") from None
+        except struct.error:
+            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
+        if end > len(buf):
+            raise TruncatedError(f"{schema['name']}: value ends inside the record")
+        return record, end, found
 
     return decode
 
@@ -328,14 +425,24 @@ def _enc_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, expr: str)
         raise NotImplementedError(f"generated codec does not support Avro type {avro_type!r}")
 
 
-def _enc_len(lines: list[str], ind: str, data: str) -> None:
-    lines += [
-        f"{ind}if len({data}) < 64:",
-        f"{ind}    out(SMALL[len({data})])",
-        f"{ind}else:",
-        f"{ind}    out(long_bytes(len({data})))",
-        f"{ind}out({data})",
-    ]
+def _enc_len(lines: list[str], ind: str, data: str, branch: int = -1) -> None:
+    """The length of ``data`` and ``data``; with ``branch``, the union index first,
+    written with the length as one piece (``SMALL_AFTER``)."""
+    size = f"n{data}"
+    if branch < 0:
+        lines += [
+            f"{ind}{size} = len({data})",
+            f"{ind}out(SMALL[{size}] if {size} < 64 else long_bytes({size}))",
+        ]
+    else:
+        lines += [
+            f"{ind}{size} = len({data})",
+            f"{ind}if {size} < 64:",
+            f"{ind}    out(SMALL_AFTER[{branch}][{size}])",
+            f"{ind}else:",
+            f"{ind}    out({long_bytes(branch)!r} + long_bytes({size}))",
+        ]
+    lines.append(f"{ind}out({data})")
 
 
 _PY_CHECK = {
@@ -360,6 +467,12 @@ def _enc_union(gen: _Gen, branches: list[Any], lines: list[str], ind: str, expr:
             kind = branch["type"]
         keyword = "if" if index == 0 else "elif"
         lines.append(f"{ind}{keyword} {_PY_CHECK[kind].format(x=expr)}:")
+        if kind == "string" and index < len(_SMALL_AFTER):
+            # The common optional string: branch index and length in one piece.
+            data = gen.name("e")
+            lines.append(f"{ind}    {data} = {expr}.encode()")
+            _enc_len(lines, ind + "    ", data, index)
+            continue
         lines.append(f"{ind}    out({long_bytes(index)!r})")
         if kind != "null":
             _enc_value(gen, branch, lines, ind + "    ", expr)
@@ -407,17 +520,18 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def compile_encoder(schema: dict[str, Any]) -> Encoder:
-    """An encoder of records of ``schema`` to Avro binary (without any header).
+Writer = Callable[[Any, Callable[[bytes], None]], None]
+"""``(record, out)``: writes the record's encoding as pieces, ``out(piece)`` each."""
 
-    Absent fields with a default are written with it; a missing required
-    field or a value of the wrong type raises ``EncodeError`` naming the field.
-    """
+
+def compile_writer(schema: dict[str, Any]) -> Writer:
+    """The record writer behind ``compile_encoder``: pieces of bytes to ``out``."""
     gen = _Gen()
     entry = _enc_record_function(gen, schema)
     namespace: dict[str, Any] = {
         "long_bytes": long_bytes,
         "SMALL": _SMALL,
+        "SMALL_AFTER": _SMALL_AFTER,
         "EncodeError": EncodeError,
         "describe": _describe,
         "pack_f": _STRUCT_F.pack,
@@ -425,7 +539,17 @@ def compile_encoder(schema: dict[str, Any]) -> Encoder:
     }
     source = "\n\n".join(gen.functions)
     exec(compile(source, f"<avro encoder {schema['name']}>", "exec"), namespace)
-    inner = namespace[entry]
+    writer: Writer = namespace[entry]
+    return writer
+
+
+def compile_encoder(schema: dict[str, Any]) -> Encoder:
+    """An encoder of records of ``schema`` to Avro binary (without any header).
+
+    Absent fields with a default are written with it; a missing required
+    field or a value of the wrong type raises ``EncodeError`` naming the field.
+    """
+    inner = compile_writer(schema)
 
     def encode(record: Any, prefix: bytes = b"") -> bytes:
         parts: list[bytes] = [prefix]

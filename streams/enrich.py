@@ -16,6 +16,7 @@ from eventsieve.config import Settings
 from schemas.canonical import event_fingerprint, normalise_event_name, topic_key, user_key
 from schemas.canonical import visitor_id as derive_visitor_id
 from schemas.events import RawEvent
+from schemas.fastcodec import Marks
 from streams.errors import InvalidEvent
 from streams.eventtime import event_time_ms
 from streams.facts import Facts, facts_of
@@ -30,12 +31,18 @@ _normalised = lru_cache(maxsize=16_384)(normalise_event_name)
 
 @dataclass(frozen=True, slots=True)
 class Enriched:
-    """A validated raw event (``visitor_id`` filled), its facts, its key and UA details."""
+    """A validated raw event (``visitor_id`` filled), its facts, its key and UA details.
+
+    ``marks``: where the raw record's fields lie in its bytes, when its outputs
+    can be spliced from them (``schemas.codecs.decode_raw_marked``); ``raw``'s
+    fields other than ``visitor_id`` are as decoded.
+    """
 
     raw: RawEvent
     facts: Facts
     key: str
     agent: UserAgentInfo
+    marks: Marks | None = None
 
 
 class Enricher:
@@ -56,8 +63,11 @@ class Enricher:
             if p.shields.page_blocklist or p.shields.hostname_allowlist
         )
 
-    def enrich(self, raw: RawEvent, source: str = "", offset: int = -1) -> Enriched:
-        """Validate and enrich ``raw``; ``source``/``offset`` say which record it came from."""
+    def enrich(
+        self, raw: RawEvent, source: str = "", offset: int = -1, marks: Marks | None = None
+    ) -> Enriched:
+        """Validate and enrich ``raw``; ``source``/``offset`` say which record it came from,
+        ``marks`` where its fields lie in that record (kept for the outputs)."""
         project = raw["project"]
         if project not in self.projects:
             raise InvalidEvent("project", f"unknown project {project!r}")
@@ -84,7 +94,7 @@ class Enricher:
             locate=project in self.located_projects,
         )
         agent = self.user_agents.info(raw["user_agent"] or "")
-        return Enriched(raw=raw, facts=facts, key=topic_key(project, who), agent=agent)
+        return Enriched(raw, facts, topic_key(project, who), agent, marks)
 
     def _visitor_id(self, raw: RawEvent, time: int) -> str:
         ip, agent = raw["ip"], raw["user_agent"]

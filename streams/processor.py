@@ -33,10 +33,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from eventsieve.config import Settings
 from schemas.codecs import decode_raw as _decode_raw
-from schemas.codecs import encode_clean, encode_dlq, encode_dropped, encode_raw
+from schemas.codecs import (
+    decode_raw_marked,
+    encode_clean,
+    encode_clean_spliced,
+    encode_dlq,
+    encode_dropped,
+    encode_dropped_spliced,
+    encode_raw,
+)
 from schemas.errors import DecodeError
 from schemas.events import (
     RawEvent,
@@ -234,13 +243,16 @@ class Processor:
             error = f"{len(record.value)} bytes: at most {MAX_INPUT_BYTES} can be carried on"
             return self._dlq(record, "too_large", error, Stage.DECODE)
         try:
-            raw = decode_raw(record)
+            if record.value[:1] == b"\xc3":
+                raw, marks = decode_raw_marked(record.value)
+            else:
+                raw, marks = decode_raw(record), None
         except DecodeError as exc:
             return self._dlq(record, exc.code, str(exc), Stage.DECODE)
         except Exception as exc:  # a poison record must never stop the stream
             return self._dlq(record, type(exc).__name__, str(exc), Stage.DECODE)
         try:
-            return self.enricher.enrich(raw, source, record.offset)
+            return self.enricher.enrich(raw, source, record.offset, marks)
         except InvalidEvent as exc:
             return self._dlq(record, "invalid", str(exc), Stage.VALIDATE, raw["event_id"])
         except Exception as exc:
@@ -254,28 +266,15 @@ class Processor:
         checks: list[str],
         decided_at: int | None = None,
     ) -> Outcome:
-        agent = e.agent
-        event = clean_event(
-            e.raw,
-            normalised_name=e.facts.name,
-            user_key=e.facts.user_key,
-            decided_at=self.clock() if decided_at is None else decided_at,
-            fingerprint=e.facts.fingerprint,
-            checks=checks,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            browser=agent.browser,
-            browser_version=agent.browser_version,
-            os=agent.os,
-            os_version=agent.os_version,
-            device=agent.device,
-            # The event time decided with (schemas: client time only within the
-            # tolerance): a forged 2099 or 1971 is never stored as the event time.
-            timestamp=e.facts.time,
-        )
-        out = Output(Sink.CLEAN, key, encode_clean(event))
-        return Outcome([out], Sink.CLEAN, e.raw["event_id"], event_time=e.facts.time)
+        facts = e.facts
+        fields = self._derived(e, record, self.clock() if decided_at is None else decided_at)
+        fields["checks"] = checks
+        if e.marks is not None and record.value is not None:
+            value = encode_clean_spliced(record.value, e.marks, fields)
+        else:
+            value = encode_clean(clean_event(e.raw, **fields))
+        out = Output(Sink.CLEAN, key, value)
+        return Outcome([out], Sink.CLEAN, e.raw["event_id"], event_time=facts.time)
 
     def _dropped(
         self,
@@ -285,32 +284,47 @@ class Processor:
         key: bytes,
         decided_at: int | None = None,
     ) -> Outcome:
-        agent = e.agent
         event_id = e.raw["event_id"]
+        fields = self._derived(e, record, self.clock() if decided_at is None else decided_at)
+        fields["reason"] = str(dropped.reason)
+        fields["stage"] = str(dropped.stage)
+        fields["detail"] = dropped.detail
         if dropped.reuses_id:
             event_id = copy_event_id(event_id, e.facts.time)
-        event = dropped_event(
-            e.raw,
-            event_id=event_id,
-            reason=dropped.reason,
-            stage=dropped.stage,
-            detail=dropped.detail,
-            decided_at=self.clock() if decided_at is None else decided_at,
-            normalised_name=e.facts.name,
-            user_key=e.facts.user_key,
-            fingerprint=e.facts.fingerprint,
-            source_topic=record.topic,
-            source_partition=record.partition,
-            source_offset=record.offset,
-            browser=agent.browser,
-            browser_version=agent.browser_version,
-            os=agent.os,
-            os_version=agent.os_version,
-            device=agent.device,
-            timestamp=e.facts.time,
-        )
-        out = Output(Sink.DROPPED, key, encode_dropped(event))
+            value = encode_dropped(dropped_event(e.raw, event_id=event_id, **fields))
+        elif e.marks is not None and record.value is not None:
+            value = encode_dropped_spliced(record.value, e.marks, fields)
+        else:
+            value = encode_dropped(dropped_event(e.raw, **fields))
+        out = Output(Sink.DROPPED, key, value)
         return Outcome([out], Sink.DROPPED, event_id, dropped, event_time=e.facts.time)
+
+    @staticmethod
+    def _derived(e: Enriched, record: Record, decided_at: int) -> dict[str, Any]:
+        """The fields an output adds to (or restates of) its raw event.
+
+        ``timestamp`` is the event time decided with (schemas: client time only
+        within the tolerance), so a forged 2099 or 1971 is never stored as the
+        event time; ``visitor_id`` the one enrichment filled in, if it did.
+        """
+        facts, agent = e.facts, e.agent
+        return {
+            "timestamp": facts.time,
+            "visitor_id": e.raw["visitor_id"],
+            "normalised_name": facts.name,
+            "user_key": facts.user_key,
+            "fingerprint": facts.fingerprint,
+            "browser": agent.browser,
+            "browser_version": agent.browser_version,
+            "os": agent.os,
+            "os_version": agent.os_version,
+            "device": agent.device,
+            "checks": [],
+            "decided_at": decided_at,
+            "source_topic": record.topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+        }
 
     def _dlq(
         self,

@@ -325,3 +325,73 @@ def test_json_and_avro_decode_every_valid_event_alike(records: Any) -> None:
         assert as_json == schemas.decode_raw(schemas.encode_raw(event)) == event
 
     check()
+
+
+# --- outputs spliced from the raw record's bytes ---------------------------------------------
+
+
+def _given(event: dict[str, Any], data: Any) -> dict[str, Any]:
+    text = st.one_of(st.none(), st.text(max_size=20))
+    long = st.integers(-(2**63), 2**63 - 1)
+    return {
+        "timestamp": data.draw(long),
+        "visitor_id": data.draw(text),
+        "normalised_name": data.draw(st.text(max_size=20)),
+        "user_key": data.draw(st.text(max_size=20)),
+        "fingerprint": data.draw(text),
+        "browser": data.draw(text),
+        "browser_version": data.draw(text),
+        "os": data.draw(text),
+        "os_version": data.draw(text),
+        "device": data.draw(text),
+        "checks": data.draw(st.lists(st.text(max_size=8), max_size=4)),
+        "decided_at": data.draw(long),
+        "source_topic": data.draw(st.text(max_size=20)),
+        "source_partition": data.draw(st.integers(-(2**31), 2**31 - 1)),
+        "source_offset": data.draw(long),
+    }
+
+
+def test_spliced_outputs_equal_the_encoders_bytes(records: Any) -> None:
+    """For any raw record and derived values, twice (the memo of repeating fields)."""
+    from schemas.codecs import decode_raw_marked, encode_clean_spliced, encode_dropped_spliced
+
+    @settings(max_examples=60, deadline=None)
+    @given(records(registry.current(registry.RAW_EVENT).schema), st.data())
+    def check(event: dict[str, Any], data: Any) -> None:
+        value = schemas.encode_raw(event)
+        decoded, marks = decode_raw_marked(value)
+        assert decoded == event
+        assert marks is not None
+        given_fields = _given(event, data)
+        for _ in range(2):
+            clean = schemas.clean_event(decoded, **given_fields)
+            assert encode_clean_spliced(value, marks, given_fields) == schemas.encode_clean(clean)
+            drop = {"reason": "bot", "stage": "bot", "detail": data.draw(st.text(max_size=9))}
+            dropped = schemas.dropped_event(decoded, **given_fields, **drop)
+            spliced = encode_dropped_spliced(value, marks, given_fields | drop)
+            assert spliced == schemas.encode_dropped(dropped)
+
+    check()
+
+
+@pytest.mark.parametrize(
+    ("odd", "why"),
+    [
+        (lambda v: v.replace(b"\x02\x0aclick", b"\x02\x8a\x00click"), "a length in two bytes"),
+        (lambda v: v.replace(b"\x02\x02a\x021", b"\x01\x06\x02a\x021"), "a sized block"),
+        (
+            lambda v: v.replace(b"\x02\x02a\x021\x00", b"\x04\x02a\x021\x02a\x022\x00"),
+            "a key twice",
+        ),
+    ],
+)
+def test_raw_records_not_in_the_encoders_form_are_not_spliced(odd: Any, why: str) -> None:
+    from schemas.codecs import decode_raw_marked
+
+    event = raw(user_id="click", properties={"a": "1"})
+    value = schemas.encode_raw(event)
+    assert decode_raw_marked(value)[1] is not None
+    changed = odd(value)
+    assert changed != value, why
+    assert decode_raw_marked(changed)[1] is None, why

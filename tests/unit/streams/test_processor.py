@@ -5,7 +5,14 @@ import pytest
 
 from eventsieve.config import ProjectSettings, Settings, ShieldSettings
 from schemas.canonical import topic_key
-from schemas.codecs import decode_clean, decode_dlq, decode_dropped, decode_raw, encode_raw
+from schemas.codecs import (
+    decode_clean,
+    decode_dlq,
+    decode_dropped,
+    decode_raw,
+    decode_raw_marked,
+    encode_raw,
+)
 from schemas.events import copy_event_id, new_raw_event
 from sinks.rows import Decision, decision_version
 from streams.partitioning import partition_for
@@ -345,3 +352,62 @@ def test_an_event_id_re_sent_at_another_time_is_stored_under_a_derived_id(proces
     assert feed(processor, state, again, offset=1).event_id == out.event_id
     # The original read again is still accepted under its own id.
     assert feed(processor, state, first).event_id == "client-7"
+
+
+def _without_splicing(monkeypatch):
+    """The processor re-encodes every output field by field (the reference path)."""
+    import streams.processor as module
+
+    def decode_whole(value):
+        return module._decode_raw(value), None
+
+    monkeypatch.setattr(module, "decode_raw_marked", decode_whole)
+
+
+def _decide_all(processor, events):
+    user, orders = InMemoryState(), InMemoryState()
+    out = []
+    for offset, event in enumerate(events):
+        key = topic_key(event["project"], event["user_id"] or "")
+        outcome = processor.on_raw(record(encode_raw(event), key=key, offset=offset), user)
+        if outcome.sink is Sink.ORDERS:
+            o = outcome.outputs[0]
+            order = Record("events.orders", o.partition or 0, offset, o.key, o.value, T0)
+            outcome = processor.on_order(order, orders)
+        out.append([(o.sink, o.key, o.value, o.partition) for o in outcome.outputs])
+    return out
+
+
+def test_spliced_outputs_are_the_bytes_of_the_field_by_field_encoding(settings, monkeypatch):
+    """Outputs copied from the raw record's bytes equal a full re-encoding, for every
+    outcome: clean, each drop (a copy re-using an id among them), orders, re-decisions."""
+    from streams.synthetic import synthetic_events
+
+    events = list(synthetic_events(3_000, seed=7))
+    events += [
+        raw(event_id="dup", idempotency_key="k", timestamp=T0 + 5),
+        raw(event_id="dup", idempotency_key="k", timestamp=T0 + 9),  # the id re-sent: a copy
+        raw(user_id=None, ip="192.0.2.9", user_agent=CHROME),  # visitor id filled in
+        raw(timestamp=T0 + 3_600_000_000),  # outside the tolerance: received_at restated
+        raw(country="XX", revenue_amount="9.99", revenue_currency="EUR", properties={"é": "ü"}),
+        raw(name="purchase", order_id="o-1", user_properties_unset=["a", "b"], interactive=False),
+    ]
+    spliced = _decide_all(Processor(settings, clock=lambda: T0 + 77), events)
+    _without_splicing(monkeypatch)
+    assert _decide_all(Processor(settings, clock=lambda: T0 + 77), events) == spliced
+
+
+def test_records_not_in_the_encoders_form_are_encoded_field_by_field(processor):
+    """A publisher's longer (still valid) varint for a length: the output is the
+    canonical encoding, never a copy of the odd bytes."""
+    event = raw(user_agent=CHROME, url="https://example.com/")
+    value = encode_raw(event)
+    canonical = processor.on_raw(record(value, key="demo:u1"), InMemoryState())
+    url = b"\x02\x28https://example.com/"  # the union branch, then the length 20 in one byte
+    assert url in value
+    odd = value.replace(url, b"\x02\xa8\x00https://example.com/")  # 20 in two bytes
+    assert decode_raw(odd) == event
+    assert decode_raw_marked(value)[1] is not None
+    assert decode_raw_marked(odd)[1] is None
+    out = processor.on_raw(record(odd, key="demo:u1"), InMemoryState())
+    assert out.outputs[0].value == canonical.outputs[0].value
