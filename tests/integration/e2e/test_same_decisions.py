@@ -433,7 +433,6 @@ def test_every_run_of_a_generated_stream_lands_the_same_decisions(
     _same_as_reference(reference, clean_run, clean_run, f"seed {seed}: replay")
 
     # (b) kill -9 at random commits
-    known_defect = ""
     crashes = runs("b")
     crashes.start("sink")
     for _ in range(3):
@@ -444,22 +443,7 @@ def test_every_run_of_a_generated_stream_lands_the_same_decisions(
             f"the kill at commit {kill_at}",
         )
     crashes.worker()
-    if engine == "faust":
-        # Known defect of the faust engine (open): in about one run in four a
-        # record re-decided after kill -9 misses the anchor written by an
-        # earlier record whose offset the group had committed (seen: offset 277
-        # accepted and committed, offset 280 then accepted instead of dropped
-        # as its duplicate). Draining Faust's changelog buffer before each
-        # commit (streams/app.py) closed one way to lose it; the loss still
-        # shows. The kafka engine restores its state exactly. Such a run ends
-        # as "xfailed" with the differences and the rows behind them; the
-        # other scenarios are still checked.
-        try:
-            _same_as_reference(reference, clean_run, crashes, f"seed {seed}: kill -9")
-        except pytest.fail.Exception as failure:
-            known_defect = str(failure)
-    else:
-        _same_as_reference(reference, clean_run, crashes, f"seed {seed}: kill -9")
+    _same_as_reference(reference, clean_run, crashes, f"seed {seed}: kill -9")
 
     # (c) workers joining and leaving while it runs
     moving = runs("c")
@@ -472,8 +456,6 @@ def test_every_run_of_a_generated_stream_lands_the_same_decisions(
     first.wait(60)
     moving.worker(**slow)  # joins
     _same_as_reference(reference, clean_run, moving, f"seed {seed}: rebalances")
-    if known_defect:
-        pytest.xfail(f"faust engine state after kill -9 (known defect): {known_defect}")
 
 
 def _iso(ms: int) -> str:
