@@ -132,7 +132,9 @@ class Revenue:
         self.present = column.present.copy()
         self.values = np.zeros(batch.rows, dtype=np.int64)
         self.invalid = np.zeros(batch.rows, dtype=np.bool_)
-        rows = np.flatnonzero(self.present)
+        # A record that did not decode may hold anything there (not even UTF-8):
+        # it goes one by one anyway (``suspects``).
+        rows = np.flatnonzero(self.present & ~batch.bad)
         if not len(rows):
             return
         with localcontext() as context:

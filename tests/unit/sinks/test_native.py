@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from schemas import registry
 from schemas.codecs import decode_clean, decode_dropped, encode_clean, encode_dropped
-from schemas.columns import decoder
+from schemas.columns import ColumnDecoder, decoder
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import DropReason, Stage
 from sinks.blocks import Revenue, add_profiles, events_block, suspects
@@ -174,6 +174,18 @@ def test_records_the_rows_refuse_are_suspects() -> None:
     odd = suspects(batch, Decision.ACCEPTED, revenue).tolist()
     assert odd == [False, True, True, True, True, True, False, True, True]
     assert revenue.values[6] == 12_500
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_revenue_that_is_not_utf8_makes_a_suspect_not_an_error(compiled: bool) -> None:
+    raw = new_raw_event(project="demo", name="x", timestamp=T0, received_at=T0)
+    event = dict(clean_event(raw, normalised_name="x", user_key="u", decided_at=T0))
+    good = encode_clean({**event, "revenue_amount": "12.5"})
+    current = registry.current(registry.CLEAN_EVENT)
+    columns = ColumnDecoder(current.schema, b"\xc3\x01" + current.fingerprint, compiled)
+    batch = columns.decode([good, good.replace(b"12.5", b"1\xff.5")])
+    revenue = Revenue(batch)
+    assert suspects(batch, Decision.ACCEPTED, revenue).tolist() == [False, True]
 
 
 def test_a_dropped_event_without_a_reason_is_a_suspect() -> None:
