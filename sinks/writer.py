@@ -64,7 +64,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -364,32 +364,37 @@ class SinkWriter:
         """Buffer consumed records (rows are built when the batch is due, all at once)."""
         if not messages:
             return
-        kept: list[Message] = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                kept.append(message)
-            elif error.code() == KafkaError._PARTITION_EOF:
-                continue
-            elif error.fatal():
-                raise KafkaException(error)
-            else:
-                log.warning("consumer error", error=str(error))
+        # The message class's own methods, mapped over the list: no Python
+        # frame per record (this runs for every record consumed).
+        kind = type(messages[0])
+        errors = list(map(kind.error, messages))
+        kept: list[Message] = messages
+        if errors.count(None) != len(errors):
+            kept = []
+            for message, error in zip(messages, errors, strict=True):
+                if error is None:
+                    kept.append(message)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                elif error.fatal():
+                    raise KafkaException(error)
+                else:
+                    log.warning("consumer error", error=str(error))
         if not kept:
             return
         batch = self.batch
-        topics = [m.topic() or "" for m in kept]
+        topics = list(map(kind.topic, kept))
         if topics.count(topics[0]) == len(topics):
-            groups = {topics[0]: kept}
+            groups = {topics[0] or "": kept}
         else:
             groups = {}
             for message, topic in zip(kept, topics, strict=True):
-                groups.setdefault(topic, []).append(message)
+                groups.setdefault(topic or "", []).append(message)
         for topic, mine in groups.items():
             batch.messages[topic].extend(mine)
             self._consumed[topic].inc(len(mine))
             batch.offsets.add_many(
-                topic, [m.partition() or 0 for m in mine], [m.offset() or 0 for m in mine]
+                topic, list(map(kind.partition, mine)), list(map(kind.offset, mine))
             )
         batch.records += len(kept)
         if batch.started_at is None:
@@ -502,32 +507,40 @@ class SinkWriter:
         return prepared
 
     def _prepare_topic(self, route: Route, messages: list[Message], prepared: Prepared) -> None:
-        values = [m.value() for m in messages]
+        values: list[bytes | None] = list(map(type(messages[0]).value, messages))
+        everything = range(len(values))
         if route.columns is None:
-            columnar, strict = [], list(range(len(values)))
+            columnar, strict = range(0), list(everything)
         elif None in values:  # tombstones: to the DLQ by the strict path
             columnar = [i for i, v in enumerate(values) if v is not None]
             strict = [i for i, v in enumerate(values) if v is None]
         else:
-            columnar, strict = list(range(len(values))), []
+            columnar, strict = everything, []
         if columnar:
             assert route.columns is not None
-            kept: list[int] = []
+            odd_rows: list[int] = []
             for first in range(0, len(columnar), DECODE_CHUNK):
                 chunk = columnar[first : first + DECODE_CHUNK]
-                batch = route.columns.decode([values[i] for i in chunk])
+                if isinstance(chunk, range):  # every record columnar: no list per record
+                    chunk_values = values[chunk.start : chunk.stop]
+                else:
+                    chunk_values = [values[i] for i in chunk]
+                batch = route.columns.decode(cast(list[bytes], chunk_values))  # no None here
                 revenue = Revenue(batch)
                 odd = suspects(batch, route.decision, revenue)
                 if odd.any():
-                    strict += [chunk[i] for i in np.flatnonzero(odd).tolist()]
+                    odd_rows += [chunk[i] for i in np.flatnonzero(odd).tolist()]
                     keep = ~odd
                     batch, revenue = batch.select(keep), revenue.select(keep)
-                    chunk = [chunk[i] for i in np.flatnonzero(keep).tolist()]
                 prepared.blocks.append(events_block(batch, route.decision, revenue))
                 if route.decision is Decision.ACCEPTED:
                     add_profiles(batch, prepared.rows)
-                kept += chunk
-            prepared.records += [messages[i] for i in kept]
+            if not odd_rows and isinstance(columnar, range):
+                prepared.records += messages
+            else:
+                odd_set = set(odd_rows)
+                prepared.records += [messages[i] for i in columnar if i not in odd_set]
+            strict += odd_rows
         for i in sorted(strict):
             if self._add_rows(route, messages[i], values[i], prepared.rows):
                 prepared.records.append(messages[i])
