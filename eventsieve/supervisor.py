@@ -50,6 +50,9 @@ class Supervisor:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         if out.isatty():  # children write to a pipe, but a person reads the lines
             self.env.setdefault("EVENTSIEVE_LOG_FORMAT", "console")
+            self.env.setdefault("FORCE_COLOR", "1")
+            # The endpoint's rate line says how many requests came; not one line each.
+            self.env.setdefault("EVENTSIEVE_SERVER__ACCESS_LOG", "false")
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()

@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from eventsieve.config import Settings
 from eventsieve.logging import get_logger
+from eventsieve.ratelog import RateLog
 from eventsieve.services import kafka_bootstrap
 from producers.apis import ALL_ROUTES
 from producers.apis.base import ParseContext, Route
@@ -56,6 +57,8 @@ from schemas.reasons import Credential
 
 log = get_logger("eventsieve.producers")
 access_log = get_logger("eventsieve.access")
+# The endpoint's periodic rate line: events acknowledged by Kafka, requests refused.
+RATES = {"accepted": "eventsieve_events_accepted", "rejected": "eventsieve_requests_rejected"}
 
 Clock = Callable[[], datetime]
 Answer = tuple[int, bytes, str, dict[str, str]]
@@ -492,9 +495,11 @@ def _ops_app(endpoint: Endpoint) -> Starlette:
         if not await asyncio.to_thread(endpoint.salts.wait_ready, server.delivery_timeout_s):
             log.warning("salts_unavailable_at_start")
         log.info("endpoint_started", topic=endpoint.publisher.topic)
+        rate_log = RateLog(endpoint.metrics.registry, RATES).start()
         try:
             yield
         finally:
+            rate_log.stop()
             left = await endpoint.publisher.close(server.delivery_timeout_s)
             endpoint.salts.close()
             log.info("endpoint_stopped", undelivered=left)
