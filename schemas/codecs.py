@@ -49,7 +49,6 @@ from schemas.fastcodec import (
     compile_decoder,
     compile_encoder,
     compile_marking_decoder,
-    compile_writer,
 )
 from schemas.json_values import compile_record
 
@@ -232,52 +231,67 @@ class Splice:
     A CleanEvent (or DroppedEvent) repeats most RawEvent fields, in runs of
     the same order and type. Re-encoding each of them field by field was the
     largest single cost of a decision; a ``Splice`` instead copies each run's
-    bytes from the raw record and encodes only the fields it is ``given``
-    (the derived ones, and the raw fields the stream restates). The plan is
-    computed from the two schemas, so a field added to both is copied, one
-    added to the output only is given (or takes its default).
+    bytes from the raw record and encodes only the fields it is given: the
+    ``derived`` ones, always, and a ``restated`` raw field when the given
+    values hold it (else its raw bytes are copied too). The plan is computed
+    from the two schemas, so a field added to both is copied, one added to
+    the output only is derived (or takes its default).
+
+    Derived fields whose values recur are encoded once per distinct value:
+    ``repeating`` groups them (each group a tuple of consecutive fields,
+    looked up by their values together in a bounded memo).
 
     The result is byte for byte the output encoder's, provided the raw record
-    was decoded by ``raw_marks`` with positions (canonical input: the copied
-    bytes are what the encoder writes for those values) and its copied fields
-    were not changed since.
+    was decoded with marks (canonical input: the copied bytes are what the
+    encoder writes for those values) and the fields copied were not changed
+    since (a changed restated field is given).
     """
 
-    # Memo of the encodings of repeating fields: bounded, cleared when full.
+    # Memo of the encodings of a repeating group: bounded, cleared when full.
     MEMO_ENTRIES = 4_096
 
     def __init__(
         self,
         source: str,
         target: str,
-        given: frozenset[str],
-        repeating: frozenset[str] = frozenset(),
+        derived: frozenset[str],
+        restated: frozenset[str] = frozenset(),
+        repeating: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         source_fields = registry.current(source).schema["fields"]
         out = registry.current(target).schema
         index = {f["name"]: i for i, f in enumerate(source_fields)}
         types = {f["name"]: _bare(f["type"]) for f in source_fields}
-        # ("copy", first, end): source fields [first, end); ("write", fields): encoded.
+        group_of = {name: group for group in repeating for name in group}
+        # ("copy", first, end): source fields [first, end) as they are;
+        # ("restate", i, field): source field i, or its given value;
+        # ("write", fields, group): derived fields (a repeating group, or None).
         plan: list[tuple[str, Any, Any]] = []
         for field in out["fields"]:
             name = field["name"]
             i = index.get(name)
-            if name not in given and i is not None and types[name] == _bare(field["type"]):
+            same = i is not None and types[name] == _bare(field["type"])
+            if name not in derived and name not in restated and same:
                 if plan and plan[-1][0] == "copy" and plan[-1][2] == i:
                     plan[-1] = ("copy", plan[-1][1], i + 1)
                 else:
                     plan.append(("copy", i, i + 1))
-            elif plan and plan[-1][0] == "write":
+            elif name in restated and same:
+                plan.append(("restate", i, field))
+            elif plan and plan[-1][0] == "write" and plan[-1][2] == group_of.get(name):
                 plan[-1][1].append(field)
             else:
-                plan.append(("write", [field], None))
+                plan.append(("write", [field], group_of.get(name)))
         names = [f["name"] for f in source_fields] + [""]  # "": the end of the record
-        self.bounds = sorted(
-            {names[i] for step, first, end in plan if step == "copy" for i in (first, end)},
-            key=lambda name: index.get(name, len(source_fields)),
-        )
+        bounds = set()
+        for step, first, end in plan:
+            if step == "copy":
+                bounds.update((names[first], names[end]))
+            elif step == "restate":
+                bounds.update((names[first], names[first + 1]))
+        self.bounds = sorted(bounds, key=lambda name: index.get(name, len(source_fields)))
         self.header = codec(target).header
-        self.repeating = repeating
+        self._names = names
         self._plan = plan
         self._splice: Callable[[bytes, Marks, Mapping[str, Any]], bytes] | None = None
 
@@ -285,68 +299,52 @@ class Splice:
         """Generate the splice for a raw decoder that marks fields ``marked`` (in order)."""
         position = {name: i for i, name in enumerate(marked)}
         position[""] = len(marked)  # the marks end with the record's end
+        names = self._names
         namespace: dict[str, Any] = {"HEADER": self.header}
-        names = [f["name"] for f in _raw_fields()] + [""]
-        lines = ["def splice(buf, m, values):", "    parts = [HEADER]", "    out = parts.append"]
+        lines = ["def splice(buf, m, values):"]
+        pieces = ["HEADER"]
         for n, (step, first, end) in enumerate(self._plan):
+            piece = f"p{n}"
             if step == "copy":
-                a, b = position[names[first]], position[names[end]]
-                lines.append(f"    out(buf[m[{a}]:m[{b}]])")
+                pieces.append(f"buf[m[{position[names[first]]}]:m[{position[names[end]]}]]")
+                continue
+            pieces.append(piece)
+            fields = [end] if step == "restate" else first
+            writer = f"w{n}"
+            namespace[writer] = compile_encoder(
+                {"type": "record", "name": f"Splice{n}", "fields": fields}
+            )
+            if step == "restate":
+                a, b = position[names[first]], position[names[first + 1]]
+                lines += [
+                    f"    if {end['name']!r} in values:",
+                    f"        {piece} = {writer}(values)",
+                    "    else:",
+                    f"        {piece} = buf[m[{a}]:m[{b}]]",
+                ]
+            elif end is None:
+                lines.append(f"    {piece} = {writer}(values)")
             else:
-                for m, (repeats, fields) in enumerate(self._runs(first)):
-                    self._write(namespace, lines, f"{n}_{m}", fields, repeats)
-        lines.append('    return b"".join(parts)')
-        exec(compile("\n".join(lines), "<avro splice>", "exec"), namespace)
+                memo = f"memo{n}"
+                namespace[memo] = {}
+                key = ", ".join(
+                    f"tuple(values[{f['name']!r}])"
+                    if isinstance(f["type"], dict) and f["type"]["type"] == "array"
+                    else f"values[{f['name']!r}]"
+                    for f in fields
+                )
+                lines += [
+                    f"    key = ({key},)",
+                    f"    {piece} = {memo}.get(key)",
+                    f"    if {piece} is None:",
+                    f"        {piece} = {writer}(values)",
+                    f"        if len({memo}) >= {self.MEMO_ENTRIES}:",
+                    f"            {memo}.clear()",
+                    f"        {memo}[key] = {piece}",
+                ]
+        lines.append(f'    return b"".join(({", ".join(pieces)}))')
+        exec(compile("\n".join(lines), f"<avro splice {self.header.hex()}>", "exec"), namespace)
         self._splice = namespace["splice"]
-
-    def _runs(self, fields: list[dict[str, Any]]) -> list[tuple[bool, list[dict[str, Any]]]]:
-        """``fields`` cut into runs of repeating and of other fields, in order."""
-        runs: list[tuple[bool, list[dict[str, Any]]]] = []
-        for field in fields:
-            repeats = field["name"] in self.repeating
-            if runs and runs[-1][0] == repeats:
-                runs[-1][1].append(field)
-            else:
-                runs.append((repeats, [field]))
-        return runs
-
-    def _write(
-        self,
-        namespace: dict[str, Any],
-        lines: list[str],
-        tag: str,
-        fields: list[dict[str, Any]],
-        repeats: bool,
-    ) -> None:
-        """The lines that write ``fields`` from ``values``; a repeating run's bytes are
-        looked up by its values (lists as tuples) and encoded only when new."""
-        writer = f"w{tag}"
-        namespace[writer] = compile_writer(
-            {"type": "record", "name": f"Splice{tag}", "fields": fields}
-        )
-        if not repeats:
-            lines.append(f"    {writer}(values, out)")
-            return
-        memo = f"memo{tag}"
-        namespace[memo] = {}
-        key = ", ".join(
-            f"tuple(values[{f['name']!r}])"
-            if _bare(f["type"]) in ({"type": "array", "items": "string"},)
-            else f"values[{f['name']!r}]"
-            for f in fields
-        )
-        lines += [
-            f"    key = ({key},)",
-            f"    piece = {memo}.get(key)",
-            "    if piece is None:",
-            "        pieces = []",
-            f"        {writer}(values, pieces.append)",
-            '        piece = b"".join(pieces)',
-            f"        if len({memo}) >= {self.MEMO_ENTRIES}:",
-            f"            {memo}.clear()",
-            f"        {memo}[key] = piece",
-            "    out(piece)",
-        ]
 
     def __call__(self, value: bytes, marks: Marks, given: Mapping[str, Any]) -> bytes:
         """The output's single-object encoding: ``value``'s runs and the ``given`` fields."""
@@ -359,31 +357,35 @@ def _raw_fields() -> list[dict[str, Any]]:
     return fields
 
 
-# Derived fields whose values recur from event to event (a name, a parsed user
-# agent, the checks passed, the input topic and partition, the decision's
-# millisecond): their encodings are looked up, not redone. Compared by value,
-# so they must hold their schema's Python types (never True for 1).
-REPEATING_FIELDS = frozenset(
-    {
-        *("normalised_name", "browser", "browser_version", "os", "os_version", "device"),
-        *("checks", "decided_at", "source_topic", "source_partition"),
-    }
+# Derived fields whose values recur from event to event, in groups of
+# consecutive fields: the name, a parsed user agent with the checks passed, the
+# decision's millisecond, the input topic and partition, a drop's reason and
+# stage. Their encodings are looked up, not redone. Compared by value, so they
+# must hold their schema's Python types (never True for 1).
+REPEATING_FIELDS = (
+    ("normalised_name",),
+    ("browser", "browser_version", "os", "os_version", "device", "checks"),
+    ("decided_at",),
+    ("source_topic", "source_partition"),
+    ("reason", "stage"),
 )
 
 
 @cache
 def splices() -> dict[str, Splice]:
     """The CleanEvent and DroppedEvent splices, bound to ``raw_marks``."""
-    restated = frozenset((*DERIVED_FIELDS, *RESTATED_FIELDS))
+    derived = frozenset(DERIVED_FIELDS)
+    restated = frozenset(RESTATED_FIELDS)
     out = {
         registry.CLEAN_EVENT: Splice(
-            registry.RAW_EVENT, registry.CLEAN_EVENT, restated, REPEATING_FIELDS
+            registry.RAW_EVENT, registry.CLEAN_EVENT, derived, restated, REPEATING_FIELDS
         ),
         registry.DROPPED_EVENT: Splice(
             registry.RAW_EVENT,
             registry.DROPPED_EVENT,
-            restated | set(DROP_FIELDS),
-            REPEATING_FIELDS | {"reason", "stage"},
+            derived | set(DROP_FIELDS),
+            restated,
+            REPEATING_FIELDS,
         ),
     }
     marked = _marked_fields(out.values())
@@ -425,8 +427,10 @@ def _raw_fingerprint() -> bytes:
 
 def encode_clean_spliced(raw_value: bytes, marks: Marks, given: Mapping[str, Any]) -> bytes:
     """CleanEvent bytes from the raw record's bytes (``decode_raw_marked``) and the
-    fields the stream gives (``DERIVED_FIELDS``, ``RESTATED_FIELDS``): the same bytes
-    as ``encode_clean`` of the ``clean_event`` built from the decoded record."""
+    fields the stream gives: every one of ``DERIVED_FIELDS``, and those of
+    ``RESTATED_FIELDS`` whose value differs from the decoded one (giving one
+    that does not differ is allowed). The same bytes as ``encode_clean`` of the
+    ``clean_event`` built from the decoded record with those fields."""
     return splices()[registry.CLEAN_EVENT](raw_value, marks, given)
 
 

@@ -27,6 +27,7 @@ WATERMARK = b"\x00watermark"
 """The key of the partition's event-time watermark (not a rule's key: those are text)."""
 
 Entry = tuple[int, Value]
+_NO_VALUE: Value = []  # the watermark's value: nothing (shared, never changed)
 
 
 def encode_entry(expires_at: int, value: Value) -> bytes:
@@ -64,12 +65,18 @@ class BatchedState:
 
     def advance(self, event_time: int) -> int:
         """Raise the watermark to ``event_time``; delete the entries that expired before it."""
-        if event_time <= self.watermark():
+        watermark = self._watermark
+        if watermark is None:
+            watermark = self.watermark()
+        if event_time <= watermark:
             return 0
         self._watermark = event_time
-        self.pending[WATERMARK] = (event_time, [])
+        self.pending[WATERMARK] = (event_time, _NO_VALUE)
+        index = self._index if self._index is not None else self._expiry()
+        if not index.due(event_time):
+            return 0
         removed = 0
-        for expires_at, key in self._expiry().pop_expired(event_time):
+        for expires_at, key in index.pop_expired(event_time):
             raw = key.encode()
             entry = self._entry(raw)
             if entry is not None and entry[0] == expires_at:

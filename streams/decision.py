@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from schemas.reasons import DropReason, Stage
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention (not frozen: see streams.facts.Facts)
 class Dropped:
     """An event a rule dropped: why (closed ``DropReason``), where, and a short detail.
 

@@ -197,6 +197,7 @@ class Engine:
             decided += 1
         if self.in_transaction:
             self._commit()
+        self.metrics.flush()
         now = time.monotonic()
         if now >= self._next_lag_report:
             self._next_lag_report = now + LAG_REPORT_S
@@ -239,18 +240,19 @@ class Engine:
         if not self.in_transaction:
             self._begin()
         sink_topics = self.sink_topics
+        produce = self.producer.produce
         for out in outcome.outputs:
-            self._produce(
-                sink_topics[out.sink],
-                out.key,
-                out.value,
-                -1 if out.partition is None else out.partition,
-            )
+            target = sink_topics[out.sink]
+            part = -1 if out.partition is None else out.partition
+            try:
+                produce(target, out.value, out.key, part)
+            except BufferError:  # the local queue is full: the slow path waits
+                self._produce(target, out.key, out.value, part)
         tp = (topic, partition)
         if tp not in self.starts:
             self.starts[tp] = offset
         self.positions[tp] = offset + 1
-        self.metrics.count(outcome)
+        self.metrics.tally(outcome)
         if outcome.sink is Sink.DLQ:
             log.warning(
                 "record sent to dlq",
@@ -299,8 +301,13 @@ class Engine:
             for (name, partition), state in self.states.items():
                 if state.pending:
                     topic = self.changelogs[name]
-                    for key, value in state.changes():
-                        self._produce(topic, key, value, partition, self._changelog_delivered)
+                    changes = list(state.changes())
+                    for key, value in changes[:-1]:
+                        self._produce(topic, key, value, partition)
+                    # One partition, one idempotent producer: records keep their
+                    # order, so the last one's offset is the store's new offset.
+                    key, value = changes[-1]
+                    self._produce(topic, key, value, partition, self._changelog_delivered)
             if self.producer.flush(KAFKA_TIMEOUT_S):
                 raise KafkaFailure("outputs not delivered in time")
             self._finish()

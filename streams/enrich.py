@@ -29,7 +29,7 @@ _UTC = datetime.UTC
 _normalised = lru_cache(maxsize=16_384)(normalise_event_name)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # read-only by convention (not frozen: see streams.facts.Facts)
 class Enriched:
     """A validated raw event (``visitor_id`` filled), its facts, its key and UA details.
 
@@ -80,7 +80,11 @@ class Enricher:
             raw["visitor_id"] = who
         name = _normalised(raw["name"])
         props = raw["properties"]
-        message_id = next((props[p] for p in self.message_properties if props.get(p)), None)
+        message_id = None
+        for prop in self.message_properties:
+            if props.get(prop):
+                message_id = props[prop]
+                break
         facts = facts_of(
             raw,
             time=time,

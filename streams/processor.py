@@ -71,6 +71,8 @@ Header = tuple[str, bytes | None]
 # librdkafka refuses messages over message.max.bytes (1,000,000 by default);
 # the key, headers and framing need the rest.
 MAX_OUTPUT_BYTES = 950_000
+# A dropped event's checks passed: none recorded (shared, never changed).
+_NO_CHECKS: list[str] = []
 # An input this large could not leave as a clean or dropped record (the derived
 # fields add about a kilobyte): it goes to the DLQ before any rule sees it, so
 # no state is written for an event that is not decided.
@@ -89,7 +91,12 @@ class Sink(StrEnum):
     REKEY = "rekey"
 
 
-@dataclass(frozen=True, slots=True)
+# The per-record values below are read-only by convention, not ``frozen``: a
+# frozen dataclass costs a call per field to build (see streams.facts.Facts),
+# and several are built for every record.
+
+
+@dataclass(slots=True)
 class Record:
     """An input record as Kafka delivered it."""
 
@@ -102,7 +109,7 @@ class Record:
     headers: Sequence[Header] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Output:
     """A record to produce; ``partition`` None lets the partitioner choose by key."""
 
@@ -112,7 +119,7 @@ class Output:
     partition: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outcome:
     """What happened to one input record: its outputs, and the drop if any."""
 
@@ -301,16 +308,16 @@ class Processor:
 
     @staticmethod
     def _derived(e: Enriched, record: Record, decided_at: int) -> dict[str, Any]:
-        """The fields an output adds to (or restates of) its raw event.
+        """The fields an output adds to its raw event, and the raw fields it restates.
 
         ``timestamp`` is the event time decided with (schemas: client time only
         within the tolerance), so a forged 2099 or 1971 is never stored as the
-        event time; ``visitor_id`` the one enrichment filled in, if it did.
+        event time; it is given only when it differs from the client's, and
+        ``visitor_id`` only when there is one (enrichment may have filled it
+        in): the splice copies the raw record's bytes of a field not given.
         """
-        facts, agent = e.facts, e.agent
-        return {
-            "timestamp": facts.time,
-            "visitor_id": e.raw["visitor_id"],
+        facts, agent, raw = e.facts, e.agent, e.raw
+        fields = {
             "normalised_name": facts.name,
             "user_key": facts.user_key,
             "fingerprint": facts.fingerprint,
@@ -319,12 +326,17 @@ class Processor:
             "os": agent.os,
             "os_version": agent.os_version,
             "device": agent.device,
-            "checks": [],
+            "checks": _NO_CHECKS,
             "decided_at": decided_at,
             "source_topic": record.topic,
             "source_partition": record.partition,
             "source_offset": record.offset,
         }
+        if facts.time != raw["timestamp"]:
+            fields["timestamp"] = facts.time
+        if raw["visitor_id"] is not None:
+            fields["visitor_id"] = raw["visitor_id"]
+        return fields
 
     def _dlq(
         self,

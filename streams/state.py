@@ -59,6 +59,11 @@ class ExpiryIndex:
     def push(self, expires_at: int, key: str) -> None:
         heapq.heappush(self._heap, (expires_at, key))
 
+    def due(self, now: int) -> bool:
+        """Whether some key expired before ``now`` (``pop_expired`` has work)."""
+        heap = self._heap
+        return bool(heap) and heap[0][0] < now
+
     def pop_expired(self, now: int) -> list[tuple[int, str]]:
         """Every (expires_at, key) with ``expires_at < now``, earliest first."""
         out: list[tuple[int, str]] = []

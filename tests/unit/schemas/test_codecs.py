@@ -333,9 +333,13 @@ def test_json_and_avro_decode_every_valid_event_alike(records: Any) -> None:
 def _given(event: dict[str, Any], data: Any) -> dict[str, Any]:
     text = st.one_of(st.none(), st.text(max_size=20))
     long = st.integers(-(2**63), 2**63 - 1)
-    return {
-        "timestamp": data.draw(long),
-        "visitor_id": data.draw(text),
+    restated = {}
+    # A restated field is given when it changed (or at will); else its raw bytes are copied.
+    if data.draw(st.booleans()):
+        restated["timestamp"] = data.draw(long)
+    if data.draw(st.booleans()):
+        restated["visitor_id"] = data.draw(text)
+    return restated | {
         "normalised_name": data.draw(st.text(max_size=20)),
         "user_key": data.draw(st.text(max_size=20)),
         "fingerprint": data.draw(text),
