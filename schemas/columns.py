@@ -1121,7 +1121,9 @@ class _Compiled:
         counts = np.zeros((n, item_fields), dtype=np.int64)
         bad = np.zeros(n, dtype=np.uint8)
         # Items of arrays and maps: (field, row, key start, key length, start, length).
-        items = np.empty((4 * n + 16, 6), dtype=np.int64)  # grows when a batch has more
+        # Room for 8 items a record (only what is written costs: the memory is
+        # not touched before); a batch with more goes on in a larger array.
+        items = np.empty((8 * n + 64, 6), dtype=np.int64)
         row = used = 0
         while True:
             row, used = _c_decode_records(
