@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import logging
 import os
@@ -114,9 +116,42 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+# Blocks up to this size come from the heap (glibc's largest allowed value on
+# 64-bit); freed memory is given back to the system only past the trim size.
+_MMAP_THRESHOLD = 32 * 1024 * 1024
+_TRIM_THRESHOLD = 512 * 1024 * 1024
+
+
+def tune_malloc() -> bool:
+    """Keep freed memory for the next batch instead of giving it back at once.
+
+    Every chunk of a batch allocates a few MB (the values joined, the
+    decoder's arrays, the laid-out strings) and frees them a moment later.
+    With glibc's defaults those blocks are mapped fresh each time or trimmed
+    off the heap when freed, so every page is faulted in again: about 1,500
+    page faults per 4,096 records, which measured as half of the decoding
+    time. Here the heap keeps up to ``_TRIM_THRESHOLD`` of free memory (the
+    sink's resident memory stays at its peak, about one batch's worth).
+    Returns False where this is not glibc (nothing is changed then).
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    done = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+    return mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and done
+
+
 def run_sink(settings: Settings, stop: threading.Event) -> None:
     """The ``eventsieve sink`` process: migrations, metrics endpoint, then the loop."""
     tune_gc()
+    tune_malloc()
     metrics = SinkMetrics()
     if settings.sink.metrics_port:
         # Every interface, like the worker's: Prometheus scrapes from another host or container.
