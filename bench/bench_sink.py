@@ -65,7 +65,7 @@ from sinks.ddl import EVENT_COLUMNS
 from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
 from sinks.rows import Batch, Decision
-from sinks.service import build_writer, tune_gc
+from sinks.service import build_writer, tune_gc, tune_malloc
 from sinks.writer import consumer_config
 
 T0 = 1_764_288_000_000
@@ -152,6 +152,7 @@ def run_writer(settings: Settings, stop: Any, shared: Any, index: int) -> None:
     assignment (start-up, imports and the decoder's compilation left out)."""
     configure_logging("WARNING")
     tune_gc()  # as run_sink does
+    tune_malloc()
     metrics = SinkMetrics()
     writer = build_writer(settings, metrics)
     on_assign = writer._on_assign
@@ -380,6 +381,7 @@ def profile(settings: Settings, n: int) -> None:
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     tune_gc()
+    tune_malloc()
     writer = build_writer(settings, SinkMetrics())
     profiler = cProfile.Profile()
     profiler.enable()
@@ -433,6 +435,7 @@ def measure(args: argparse.Namespace, bench: Bench) -> None:
     else:
         print("ceiling: clickhouse-client not on PATH, not measured")
 
+    tune_malloc()  # the stages run the sink's code: in its memory settings
     per_stage = stages(bench.settings("stages"), min(args.batch, args.events), target)
     target.close()
     print(

@@ -245,6 +245,16 @@ def test_unsupported_schemas_fail_when_the_decoder_is_built() -> None:
         ColumnDecoder(union)
 
 
+def test_a_schema_the_compiled_loop_does_not_read_takes_the_numpy_passes() -> None:
+    optional_list = {"type": ["null", {"type": "array", "items": "string"}]}
+    record = {"type": "record", "name": "R", "fields": [{"name": "l", **optional_list}]}
+    columns = ColumnDecoder(record)
+    assert not columns.compiled
+    batch = columns.decode([b"\x02\x02\x02a\x00"])  # one list of one item, "a"
+    assert batch.record(0) == {"l": ["a"]}
+    assert ColumnDecoder(registry.current(registry.CLEAN_EVENT).schema).compiled
+
+
 def _event(**fields: Any) -> dict[str, Any]:
     from schemas.events import clean_event, new_raw_event
 
