@@ -49,6 +49,7 @@ from schemas.fastcodec import (
     compile_decoder,
     compile_encoder,
     compile_marking_decoder,
+    compile_writer,
 )
 from schemas.json_values import compile_record
 
@@ -301,29 +302,27 @@ class Splice:
         position[""] = len(marked)  # the marks end with the record's end
         names = self._names
         namespace: dict[str, Any] = {"HEADER": self.header}
-        lines = ["def splice(buf, m, values):"]
-        pieces = ["HEADER"]
+        lines = ["def splice(buf, m, values):", "    parts = [HEADER]", "    out = parts.append"]
         for n, (step, first, end) in enumerate(self._plan):
-            piece = f"p{n}"
             if step == "copy":
-                pieces.append(f"buf[m[{position[names[first]]}]:m[{position[names[end]]}]]")
+                a, b = position[names[first]], position[names[end]]
+                lines.append(f"    out(buf[m[{a}]:m[{b}]])")
                 continue
-            pieces.append(piece)
             fields = [end] if step == "restate" else first
             writer = f"w{n}"
-            namespace[writer] = compile_encoder(
+            namespace[writer] = compile_writer(
                 {"type": "record", "name": f"Splice{n}", "fields": fields}
             )
             if step == "restate":
                 a, b = position[names[first]], position[names[first + 1]]
                 lines += [
                     f"    if {end['name']!r} in values:",
-                    f"        {piece} = {writer}(values)",
+                    f"        {writer}(values, out)",
                     "    else:",
-                    f"        {piece} = buf[m[{a}]:m[{b}]]",
+                    f"        out(buf[m[{a}]:m[{b}]])",
                 ]
             elif end is None:
-                lines.append(f"    {piece} = {writer}(values)")
+                lines.append(f"    {writer}(values, out)")
             else:
                 memo = f"memo{n}"
                 namespace[memo] = {}
@@ -335,14 +334,17 @@ class Splice:
                 )
                 lines += [
                     f"    key = ({key},)",
-                    f"    {piece} = {memo}.get(key)",
-                    f"    if {piece} is None:",
-                    f"        {piece} = {writer}(values)",
+                    f"    piece = {memo}.get(key)",
+                    "    if piece is None:",
+                    "        pieces = []",
+                    f"        {writer}(values, pieces.append)",
+                    '        piece = b"".join(pieces)',
                     f"        if len({memo}) >= {self.MEMO_ENTRIES}:",
                     f"            {memo}.clear()",
-                    f"        {memo}[key] = {piece}",
+                    f"        {memo}[key] = piece",
+                    "    out(piece)",
                 ]
-        lines.append(f'    return b"".join(({", ".join(pieces)}))')
+        lines.append('    return b"".join(parts)')
         exec(compile("\n".join(lines), f"<avro splice {self.header.hex()}>", "exec"), namespace)
         self._splice = namespace["splice"]
 

@@ -51,8 +51,13 @@ class BatchedState:
         self._watermark: int | None = None
 
     def get(self, key: str) -> Value | None:
-        entry = self._entry(key.encode())
-        return None if entry is None else entry[1]
+        raw = key.encode()
+        pending = self.pending
+        if raw in pending:
+            entry = pending[raw]
+            return None if entry is None else entry[1]
+        stored = self.store.get(raw)
+        return None if stored is None else orjson.loads(stored)[1]
 
     def put(self, key: str, value: Value, expires_at: int) -> None:
         self.pending[key.encode()] = (expires_at, value)
