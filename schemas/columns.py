@@ -1148,7 +1148,11 @@ class _Compiled:
                 break
             items = np.concatenate([items, np.empty_like(items)])  # room for more items
         items = items[:used]
-        field_of = items[:, 0]
+        # Each array or map field's items, in record order: one stable sort
+        # by field, then a slice per field (not a pass over all items each).
+        by_field = items[np.argsort(items[:, 0], kind="stable")]
+        bounds = np.zeros(len(self.maps) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(items[:, 0], minlength=len(self.maps)), out=bounds[1:])
         columns: dict[str, Column] = {}
         for name, kind, slot, optional in self.plan:
             column: Column
@@ -1159,7 +1163,7 @@ class _Compiled:
             elif kind == _K_BOOL:
                 column = BoolColumn(flag_values[:, slot])
             else:
-                mine = items[field_of == slot]
+                mine = by_field[bounds[slot] : bounds[slot + 1]]
                 values = StringColumn(mine[:, 4], mine[:, 5])
                 if kind == _K_LIST:
                     column = StringListColumn(counts[:, slot], values)
