@@ -121,6 +121,24 @@ def transactional_producer_config(
     }
 
 
+def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """A producer whose acknowledged records are on every in-sync replica, in order, once.
+
+    For outputs whose acknowledgement gates an input offset (the faust
+    engine's outputs and table changelogs).
+    """
+    return {
+        "bootstrap.servers": bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "partitioner": JAVA_PARTITIONER,
+        "compression.type": "lz4",
+        "linger.ms": 5,
+        "queue.buffering.max.messages": 500_000,
+        **extra,
+    }
+
+
 def topic_names(topics: TopicSettings) -> list[str]:
     """Every eventsieve topic, in pipeline order."""
     return [topics.raw, topics.orders, topics.clean, topics.dropped, topics.dlq]

@@ -10,10 +10,12 @@ Agents and what they consume:
   ``order-state`` table.
 
 Delivery is at-least-once, in this order for every record:
-1. the rules read and write the table (Faust buffers the changelog record);
-2. the outputs are handed to the producer;
+1. the rules read and write the table's store; each change is produced to
+   the table's changelog (``streams.faust_output``: confluent-kafka, not
+   Faust's own sends, which cost more CPU than the decisions);
+2. the outputs are produced the same way;
 3. when Kafka has acknowledged *every* output (acks=all), the record is acked;
-4. Faust commits an acked offset only after flushing the producer, so the
+4. an acked offset is committed only after the producer is flushed, so the
    changelog records of step 1 are durable before the offset moves.
 A crash anywhere re-delivers the uncommitted records; the rules give a
 re-delivered event the same decision (see streams/rules/windows.py), and every
@@ -41,6 +43,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn, cast
 
 import faust
@@ -53,6 +56,7 @@ from faust.types import TP, EventT
 from eventsieve.config import Settings
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
+from streams.faust_output import FaustOutput
 from streams.metrics import StreamMetrics
 from streams.names import ORDER_STORE, USER_STORE, rekey_topic
 from streams.processor import Outcome, Processor, Record, Sink
@@ -106,34 +110,27 @@ def build_app(
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
     )
     frontiers: dict[TP, _Frontier] = {}
-    app.transport.Consumer = type("GuardedConsumer", (_GuardedConsumer,), {"frontiers": frontiers})
+    output = FaustOutput(kafka_bootstrap(settings), on_failure=_delivery_failed)
+    app.transport.Consumer = type(
+        "GuardedConsumer", (_GuardedConsumer,), {"frontiers": frontiers, "output": output}
+    )
     processor = processor or Processor(settings)
     metrics = metrics or StreamMetrics()
     raw_topic = app.topic(topics.raw, key_serializer="raw", value_serializer="raw")
     rekeyed_topic = app.topic(rekey_topic(settings), key_serializer="raw", value_serializer="raw")
     orders_topic = app.topic(topics.orders, key_serializer="raw", value_serializer="raw")
     sinks = {
-        Sink.CLEAN: app.topic(topics.clean, key_serializer="raw", value_serializer="raw"),
-        Sink.DROPPED: app.topic(topics.dropped, key_serializer="raw", value_serializer="raw"),
-        Sink.DLQ: app.topic(topics.dlq, key_serializer="raw", value_serializer="raw"),
-        Sink.ORDERS: orders_topic,
-        Sink.REKEY: rekeyed_topic,
+        Sink.CLEAN: topics.clean,
+        Sink.DROPPED: topics.dropped,
+        Sink.DLQ: topics.dlq,
+        Sink.ORDERS: topics.orders,
+        Sink.REKEY: rekey_topic(settings),
     }
-    user_state = TableState(
-        app.Table(
-            USER_TABLE,
-            key_type=str,
-            partitions=topics.partitions,
-        )
-    )
-    order_state = TableState(
-        app.Table(
-            ORDER_TABLE,
-            key_type=str,
-            partitions=topics.partitions,
-        )
-    )
-    shell = _Shell(app, sinks, metrics, frontiers, kafka_bootstrap(settings))
+    user_table = app.Table(USER_TABLE, key_type=str, partitions=topics.partitions)
+    order_table = app.Table(ORDER_TABLE, key_type=str, partitions=topics.partitions)
+    user_state = TableState(user_table.data, partial(output.changelog, _changelog(user_table)))
+    order_state = TableState(order_table.data, partial(output.changelog, _changelog(order_table)))
+    shell = _Shell(app, sinks, output, metrics, frontiers, kafka_bootstrap(settings))
 
     @app.agent(raw_topic, name="decide_raw")
     async def decide_raw(stream: faust.StreamT) -> None:
@@ -162,11 +159,22 @@ def build_app(
     @app.timer(interval=5.0)
     async def _report_lag() -> None:
         shell.report_lag()
-        metrics.state_keys.labels(USER_TABLE).set(len(user_state.table.data))
-        metrics.state_keys.labels(ORDER_TABLE).set(len(order_state.table.data))
+        metrics.state_keys.labels(USER_TABLE).set(len(user_state.data))
+        metrics.state_keys.labels(ORDER_TABLE).set(len(order_state.data))
 
     app.eventsieve_metrics = metrics  # type: ignore[attr-defined]
     return app
+
+
+def _changelog(table: Any) -> str:
+    """The name of a Faust table's changelog topic (Faust's naming, so its recovery reads it)."""
+    return str(table.changelog_topic.get_topic_name())
+
+
+def _delivery_failed(error: str) -> None:
+    """A changelog record was not delivered: stop before its offset can be committed."""
+    log.error("changelog record not delivered; stopping so the record is re-decided", error=error)
+    _exit_worker()
 
 
 class Admit(enum.Enum):
@@ -238,6 +246,7 @@ class _GuardedConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer, committing only the shell's decided prefix."""
 
     frontiers: dict[TP, _Frontier]
+    output: FaustOutput
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -261,16 +270,18 @@ class _GuardedConsumer(AIOKafkaConsumer):
     async def _commit_offsets(
         self, offsets: Mapping[TP, int], start_new_transaction: bool = True
     ) -> bool:
-        """Drain the changelog buffer, commit, then tell the frontiers (streams/tables.py).
+        """Flush the changelog records, commit, then tell the frontiers (streams/tables.py).
 
-        Faust flushes its producer before committing, but its buffer flush
-        (``ProducerBuffer.flush_atmost``) gives up after 0.1 s without a
-        message sent, returning with table changes still queued: under load
-        the offsets could then be committed ahead of the changelog records of
-        the records they cover, and a crash lost those state changes (a
-        duplicate re-decided after kill -9 missed its anchor). So the buffer
-        is drained here, to empty, first.
+        Every changelog record produced so far (``FaustOutput``) is
+        acknowledged before the offsets move: a crash after the commit must
+        find the state changes of the committed records. Faust's own buffer
+        is drained to empty too (its flush gives up after 0.1 s without a
+        send), in case anything still sends through it.
         """
+        left = await asyncio.get_running_loop().run_in_executor(None, self.output.flush)
+        if left:
+            log.error("changelog records not flushed; not committing", left=left)
+            return False
         buffer = self.app.producer.buffer
         while buffer.size:
             await buffer.flush()
@@ -299,13 +310,15 @@ class _Shell:
     def __init__(
         self,
         app: faust.App,
-        sinks: dict[Sink, Any],
+        sinks: dict[Sink, str],
+        output: FaustOutput,
         metrics: StreamMetrics,
         frontiers: dict[TP, _Frontier],
         bootstrap: str,
     ) -> None:
         self.app = app
         self.sinks = sinks
+        self.output = output
         self.metrics = metrics
         self.frontiers = frontiers
         self.bootstrap = bootstrap
@@ -346,6 +359,7 @@ class _Shell:
         decide: Callable[[Record, TableState], Outcome],
     ) -> None:
         sinks = self.sinks
+        send = self.output.send
         count = self.metrics.count
         positions = self.positions
         frontiers = self.frontiers
@@ -376,10 +390,7 @@ class _Shell:
             if outcome.event_time is not None:
                 state.advance(outcome.event_time, tp, message.offset)
             state.expire(tp, frontier.committed)
-            futures = [
-                await sinks[o.sink].send(key=o.key, value=o.value, partition=o.partition)
-                for o in outcome.outputs
-            ]
+            futures = [send(sinks[o.sink], o.key, o.value, o.partition) for o in outcome.outputs]
             self._ack_when_delivered(event, futures)
             count(outcome)
             positions[tp] = message.offset + 1
