@@ -9,9 +9,9 @@ Each stored value is ``[expires_at, partition, value]``. The partition is kept
 so that, after a restart or a rebalance, the expiry index of a partition can
 be rebuilt from the restored table alone. Pruning is driven by the newest
 event time seen on the partition (its watermark), in the agent, for the
-partition of the event being processed: Faust writes every table change to
-the changelog partition of the *current event*, so deletes land where the
-key lives.
+partition of the event being processed: every change goes to the changelog
+partition of the *current event* (as Faust writes its own), so deletes land
+where the key lives.
 
 Memory cost per tracked key (memory store, CPython 3.11, measured by
 bench/bench_streams.py ``--state-cost``): about 0.5 KiB — a 34-64 character key,
