@@ -119,17 +119,32 @@ def _type_name(avro_type: Any) -> str:
 
 
 def _dec_long(lines: list[str], ind: str, target: str, canonical: bool = False) -> None:
+    # ``read_long`` inlined: a timestamp is a varint of 6 bytes, and a call per
+    # long cost more than its loop.
     lines += [
         f"{ind}b = buf[pos]",
         f"{ind}if b < 128:",
         f"{ind}    {target} = (b >> 1) ^ -(b & 1)",
         f"{ind}    pos += 1",
         f"{ind}else:",
-        f"{ind}    {target}, pos = read_long(buf, pos)",
+        f"{ind}    n = b & 127",
+        f"{ind}    shift = 7",
+        f"{ind}    pos += 1",
+        f"{ind}    b = buf[pos]",
+        f"{ind}    while b > 127:",
+        f"{ind}        n |= (b & 127) << shift",
+        f"{ind}        shift += 7",
+        f"{ind}        if shift >= 70:",
+        f"{ind}            raise MalformedAvroError('varint longer than 10 bytes')",
+        f"{ind}        pos += 1",
+        f"{ind}        b = buf[pos]",
+        f"{ind}    n |= b << shift",
+        f"{ind}    pos += 1",
+        f"{ind}    {target} = (n >> 1) ^ -(n & 1)",
     ]
     if canonical:
         # A varint of several bytes is the shortest one unless its last byte is 0.
-        lines += [f"{ind}    if not buf[pos - 1]:", f"{ind}        canon = False"]
+        lines += [f"{ind}    if not b:", f"{ind}        canon = False"]
 
 
 def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: str) -> None:
@@ -158,6 +173,11 @@ def _dec_value(gen: _Gen, avro_type: Any, lines: list[str], ind: str, target: st
             f"{ind}n = LEN1[buf[pos]]",
             f"{ind}if n >= 0:",
             f"{ind}    pos += 1",
+            # Two bytes (a user agent, a URL): not negative (LEN1 refused an even
+            # byte only for its continuation bit), and in the shortest form.
+            f"{ind}elif not buf[pos] & 1 and 0 < buf[pos + 1] < 128:",
+            f"{ind}    n = ((buf[pos] & 127) | (buf[pos + 1] << 7)) >> 1",
+            f"{ind}    pos += 2",
             f"{ind}else:",
             f"{ind}    n, pos = read_length(buf, pos)",
             *([f"{ind}    if not buf[pos - 1]:", f"{ind}        canon = False"] * gen.canonical),

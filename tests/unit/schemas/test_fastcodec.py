@@ -177,3 +177,28 @@ def test_unsupported_types_fail_at_compile_time() -> None:
         compile_decoder(schema)
     with pytest.raises(NotImplementedError):
         compile_encoder(schema)
+
+
+@pytest.mark.parametrize("size", [63, 64, 100, 8191, 8192, 70_000])
+def test_long_strings_and_their_lengths_of_several_bytes(size: int) -> None:
+    schema = {"type": "record", "name": "S", "fields": [{"name": "s", "type": "string"}]}
+    record = {"s": "é" * (size // 2) + "x" * (size % 2)}
+    data = fastavro_bytes(schema, record)
+    assert compile_encoder(schema)(record) == data
+    assert compile_decoder(schema)(data, 0) == (record, len(data))
+    with pytest.raises(TruncatedError):
+        compile_decoder(schema)(data[:1], 0)  # inside the length
+
+
+def test_lengths_and_longs_not_in_the_shortest_form_still_decode() -> None:
+    strings = {"type": "record", "name": "S", "fields": [{"name": "s", "type": "string"}]}
+    assert compile_decoder(strings)(b"\x86\x00abc", 0) == ({"s": "abc"}, 5)  # 3 in two bytes
+    longs = {"type": "record", "name": "L", "fields": [{"name": "l", "type": "long"}]}
+    assert compile_decoder(longs)(b"\x84\x80\x00", 0) == ({"l": 2}, 3)
+    ten = long_bytes(-(2**63))
+    assert len(ten) == 10
+    assert compile_decoder(longs)(ten, 0) == ({"l": -(2**63)}, 10)
+    with pytest.raises(MalformedAvroError, match="longer than 10"):
+        compile_decoder(longs)(b"\xff" * 10 + b"\x01", 0)
+    with pytest.raises(TruncatedError):
+        compile_decoder(longs)(b"\xff\xff", 0)
