@@ -16,6 +16,10 @@ on events.clean/dropped/dlq. In one run, on the same broker:
 
     .venv/bin/python bench/bench_streams.py --events 100000 --faust-events 20000
     .venv/bin/python bench/bench_streams.py --pure-only --profile
+    .venv/bin/python bench/bench_streams.py --events 60000 --kafka-only
+
+The worker's CPU per event (its librdkafka threads included) is printed next
+to its rate: on a shared machine it moves much less with the load.
 
 Kafka: KAFKA_BOOTSTRAP_SERVERS, else the local stack (``eventsieve stack up``).
 The machine is shared: report ``os.getloadavg()`` next to the figures.
@@ -93,16 +97,17 @@ def pure(settings: Settings, recs: list[tuple[int, bytes, bytes]], profile: bool
 
     # Warm the user-agent cache and regex compilation outside the timing.
     processor.on_raw(Record("raw", 0, 0, recs[0][1], recs[0][2]), InMemoryState())
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     if profile:
         profiler = cProfile.Profile()
         profiler.runcall(run)
     else:
         run()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     print(
         f"pure decision path: {len(recs) / elapsed:,.0f} events/s "
-        f"({elapsed * 1e6 / len(recs):.1f} µs/event{', under cProfile' if profile else ''})"
+        f"({elapsed * 1e6 / len(recs):.1f} µs/event, CPU {cpu * 1e6 / len(recs):.1f} µs"
+        f"{', under cProfile' if profile else ''})"
     )
     print("  outcomes:", dict(outcomes.most_common()))
     print(f"  state keys: user {len(user):,}, orders {len(orders):,}")
@@ -155,6 +160,15 @@ def load(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> No
                 producer.poll(0.1)
     producer.flush(120)
     print(f"loaded {len(recs):,} raw events in {time.perf_counter() - started:.1f}s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc), 0 if unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:
@@ -213,6 +227,8 @@ def end_to_end(
     consumer.subscribe([topics.clean, topics.dropped, topics.dlq])
     decided = 0
     first = last = None
+    cpu_first = cpu_last = 0.0
+    decided_first = 0
     spawned = time.perf_counter()
     try:
         while decided < len(recs):
@@ -224,8 +240,11 @@ def end_to_end(
                 if message.error() is None:
                     decided += 1
                     now = time.perf_counter()
-                    first = first or now
+                    if first is None:
+                        first, cpu_first, decided_first = now, cpu_seconds(worker.pid), decided
                     last = now
+            if first is not None:
+                cpu_last = cpu_seconds(worker.pid)
     finally:
         consumer.close()
         worker.send_signal(signal.SIGTERM)
@@ -244,6 +263,11 @@ def end_to_end(
             f"  steady state: {decided / (last - first):,.0f} events/s over {last - first:.1f}s "
             f"(one worker process, {topics.partitions} partitions); load average {load_average()}"
         )
+        if cpu_last > cpu_first:
+            # CPU seconds of the worker process (its librdkafka threads included)
+            # per decision: less sensitive to the machine's load than the rate.
+            per_event = (cpu_last - cpu_first) / max(1, decided - decided_first) * 1e6
+            print(f"  worker CPU: {per_event:,.1f} µs per event ({1e6 / per_event:,.0f}/s a core)")
         if engine == "kafka":
             restore_rate(bootstrap, settings.model_copy(update={"topics": topics}), env)
     finally:
@@ -479,6 +503,11 @@ def main() -> None:
     )
     parser.add_argument("--faust-events", type=int, default=20_000, help="0: skip Faust")
     parser.add_argument("--pure-only", action="store_true", help="skip the Kafka runs")
+    parser.add_argument(
+        "--kafka-only",
+        action="store_true",
+        help="the kafka engine and the transactional copy loop only (no Faust, no pure path)",
+    )
     parser.add_argument("--profile", action="store_true", help="cProfile the decision path")
     parser.add_argument(
         "--profile-engine", action="store_true", help="cProfile the kafka engine in-process, only"
@@ -496,6 +525,11 @@ def main() -> None:
     recs = records(args.events, args.partitions, args.seed)
     if args.profile_engine:
         profile_engine(settings, recs)
+        return
+    if args.kafka_only:
+        end_to_end(settings, recs, args.store, "kafka")
+        copy_loop(kafka_bootstrap(settings), recs, transactional=True)
+        print(f"load average at the end: {load_average()}")
         return
     pure(settings, recs, profile=False)
     if args.profile:
