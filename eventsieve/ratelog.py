@@ -23,10 +23,10 @@ log = get_logger("eventsieve.rate")
 def counter_totals(registry: CollectorRegistry, names: Mapping[str, str]) -> dict[str, float]:
     """``{label: total}``: each counter's value summed over all its label sets.
 
-    ``names`` maps a short label to a counter's name as registered (without
-    the ``_total`` suffix Prometheus adds to the sample).
+    ``names`` maps a short label to a counter's name (with or without the
+    ``_total`` suffix of its sample).
     """
-    wanted = {name: label for label, name in names.items()}
+    wanted = {name.removesuffix("_total"): label for label, name in names.items()}
     totals = dict.fromkeys(names, 0.0)
     for family in registry.collect():
         label = wanted.get(family.name)

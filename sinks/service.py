@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 from eventsieve.config import Settings
 from eventsieve.errors import ServiceUnavailableError
 from eventsieve.logging import get_logger
+from eventsieve.ratelog import RateLog
 from eventsieve.services import clickhouse_url, kafka_bootstrap
 from sinks.batching import Backoff, FlushPolicy
 from sinks.clickhouse import ClickHouse
@@ -148,6 +149,14 @@ def tune_malloc() -> bool:
     return mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and done
 
 
+# The sink's periodic rate line: rows written, records sent to the DLQ, retried flushes.
+RATES = {
+    "rows": "eventsieve_sink_rows_written_total",
+    "dlq": "eventsieve_sink_dlq_records_total",
+    "retries": "eventsieve_sink_retries_total",
+}
+
+
 def run_sink(settings: Settings, stop: threading.Event) -> None:
     """The ``eventsieve sink`` process: migrations, metrics endpoint, then the loop."""
     tune_gc()
@@ -169,5 +178,7 @@ def run_sink(settings: Settings, stop: threading.Event) -> None:
         group_id=settings.sink.group_id,
         database=settings.clickhouse.database,
     )
+    rate_log = RateLog(metrics.registry, RATES).start()
     writer.run(stop)
+    rate_log.stop()
     log.info("sink stopped")

@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from eventsieve.config import Settings
 from eventsieve.kafka import ensure_eventsieve_topics, ensure_topics
 from eventsieve.logging import configure_logging, get_logger
+from eventsieve.ratelog import RateLog
 from eventsieve.services import kafka_bootstrap
 from streams.errors import StreamsError
 from streams.metrics import StreamMetrics
@@ -93,12 +94,21 @@ def _partition_counts(
         time.sleep(0.2)
 
 
+# The worker's periodic rate line: records decided, of which dropped, and sent to the DLQ.
+RATES = {
+    "decided": "eventsieve_stream_events",
+    "dropped": "eventsieve_stream_dropped",
+    "dlq": "eventsieve_stream_dlq",
+}
+
+
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Run one stream worker of the configured engine until it is stopped (SIGTERM/SIGINT)."""
     configure_logging(loglevel)
     prepare_topics(settings)
     metrics = StreamMetrics()
     metrics.serve(settings.streams.metrics_port)
+    RateLog(metrics.registry, RATES).start()
     log.info(
         "worker starting",
         engine=settings.streams.engine,

@@ -3,6 +3,12 @@
 from prometheus_client import CollectorRegistry, Counter
 
 from eventsieve.ratelog import RateLog, counter_totals
+from producers.app import RATES as endpoint_rates
+from producers.metrics import Metrics
+from sinks.metrics import SinkMetrics
+from sinks.service import RATES as sink_rates
+from streams.metrics import StreamMetrics
+from streams.worker import RATES as worker_rates
 
 
 class FakeClock:
@@ -56,3 +62,14 @@ def test_an_idle_stage_logs_nothing() -> None:
     assert rate_log.tick() == {"decided": 0.1, "dlq": 0.0}
     clock.now += 10
     assert rate_log.tick() is None
+
+
+def test_every_stage_names_counters_its_metrics_have() -> None:
+    """A renamed counter must not leave a stage's rate line silently at zero."""
+    for rates, registry in [
+        (endpoint_rates, Metrics().registry),
+        (worker_rates, StreamMetrics().registry),
+        (sink_rates, SinkMetrics().registry),
+    ]:
+        families = {family.name for family in registry.collect()}
+        assert {name.removesuffix("_total") for name in rates.values()} <= families
