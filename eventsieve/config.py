@@ -73,11 +73,11 @@ class StackSettings(Section):
 
     dir: Path = Path(".eventsieve")
     kafka_version: str = "4.1.1"
-    kafka_port: Port = 39092
-    kafka_controller_port: Port = 39093
+    kafka_port: Port = 19092
+    kafka_controller_port: Port = 19093
     kafka_heap: str = "1g"
-    clickhouse_port: Port = 39000
-    clickhouse_http_port: Port = 38123
+    clickhouse_port: Port = 19000
+    clickhouse_http_port: Port = 18123
     start_timeout_s: float = Field(default=90.0, gt=0)
 
 
