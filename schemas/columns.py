@@ -940,11 +940,7 @@ def _layout_py(buf: Any, start: Any, length: Any, bounds: Any) -> tuple[Any, Any
     n = len(start)
     total = 0
     for i in range(n):
-        rest = length[i]
-        total += rest + 1
-        while rest >= 0x80:
-            rest >>= 7
-            total += 1
+        total += _c_size(length[i])
     out = np.empty(total, np.uint8)
     marks = np.empty(len(bounds), np.int64)
     column = 0
@@ -953,17 +949,7 @@ def _layout_py(buf: Any, start: Any, length: Any, bounds: Any) -> tuple[Any, Any
         while column < len(bounds) and bounds[column] == i:
             marks[column] = at
             column += 1
-        rest = length[i]
-        while rest >= 0x80:
-            out[at] = (rest & 0x7F) | 0x80
-            rest >>= 7
-            at += 1
-        out[at] = rest
-        at += 1
-        source = start[i]
-        for j in range(length[i]):
-            out[at + j] = buf[source + j]
-        at += length[i]
+        at = _c_put(out, at, buf, start[i], length[i])
     while column < len(bounds):
         marks[column] = at
         column += 1
