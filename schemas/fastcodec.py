@@ -321,20 +321,29 @@ def compile_decoder(schema: dict[str, Any]) -> Decoder:
     exec(compile("\n\n".join(gen.functions), f"<avro decoder {schema['name']}>", "exec"), namespace)
     inner = namespace[entry]
 
+    name = schema["name"]
+
     def decode(buf: bytes, pos: int = 0) -> tuple[dict[str, Any], int]:
         try:
             record, end = inner(buf, pos)
-        except IndexError:
-            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
-        except UnicodeDecodeError as exc:
-            raise MalformedAvroError(f"{schema['name']}: string is not UTF-8 ({exc})") from None
-        except struct.error:
-            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
+        except _READ_ERRORS as exc:
+            raise _read_error(name, exc) from None
         if end > len(buf):
-            raise TruncatedError(f"{schema['name']}: value ends inside the record")
+            raise TruncatedError(f"{name}: value ends inside the record")
         return record, end
 
     return decode
+
+
+_READ_ERRORS = (IndexError, UnicodeDecodeError, struct.error)
+"""What a generated decoder raises on a value that is cut short or not UTF-8."""
+
+
+def _read_error(name: str, exc: Exception) -> Exception:
+    """One of ``_READ_ERRORS`` as the typed error the codecs promise."""
+    if isinstance(exc, UnicodeDecodeError):
+        return MalformedAvroError(f"{name}: string is not UTF-8 ({exc})")
+    return TruncatedError(f"{name}: value ends inside the record")
 
 
 Marks = tuple[int, ...]
@@ -362,17 +371,15 @@ def compile_marking_decoder(schema: dict[str, Any], marks: tuple[str, ...]) -> M
     exec(compile(source, f"<avro marking decoder {schema['name']}>", "exec"), namespace)
     inner = namespace[entry]
 
+    name = schema["name"]
+
     def decode(buf: bytes, pos: int = 0) -> tuple[dict[str, Any], int, Marks | None]:
         try:
             record, end, found = inner(buf, pos)
-        except IndexError:
-            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
-        except UnicodeDecodeError as exc:
-            raise MalformedAvroError(f"{schema['name']}: string is not UTF-8 ({exc})") from None
-        except struct.error:
-            raise TruncatedError(f"{schema['name']}: value ends inside the record") from None
+        except _READ_ERRORS as exc:
+            raise _read_error(name, exc) from None
         if end > len(buf):
-            raise TruncatedError(f"{schema['name']}: value ends inside the record")
+            raise TruncatedError(f"{name}: value ends inside the record")
         return record, end, found
 
     return decode
