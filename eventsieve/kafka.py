@@ -106,26 +106,21 @@ def transactional_producer_config(
     how long a worker that died elsewhere blocks read_committed readers of the
     partitions its open transaction wrote.
     """
-    return {
-        "bootstrap.servers": bootstrap,
-        "transactional.id": transactional_id,
-        "transaction.timeout.ms": int(transaction_timeout_s * 1000),
-        "enable.idempotence": True,
-        "acks": "all",
-        "partitioner": JAVA_PARTITIONER,
-        "compression.type": "lz4",
-        # Batches close at commit anyway; a little linger fills them between.
-        "linger.ms": 5,
-        "queue.buffering.max.messages": 500_000,
-        **extra,
-    }
+    return durable_producer_config(
+        bootstrap,
+        **{
+            "transactional.id": transactional_id,
+            "transaction.timeout.ms": int(transaction_timeout_s * 1000),
+            **extra,
+        },
+    )
 
 
 def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """A producer whose acknowledged records are on every in-sync replica, in order, once.
 
     For outputs whose acknowledgement gates an input offset (the faust
-    engine's outputs and table changelogs).
+    engine's outputs and table changelogs), and the base of the transactional one.
     """
     return {
         "bootstrap.servers": bootstrap,
@@ -133,6 +128,7 @@ def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "acks": "all",
         "partitioner": JAVA_PARTITIONER,
         "compression.type": "lz4",
+        # Flushes and commits close batches anyway; a little linger fills them between.
         "linger.ms": 5,
         "queue.buffering.max.messages": 500_000,
         **extra,
