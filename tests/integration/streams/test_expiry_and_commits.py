@@ -15,6 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from eventsieve.config import Settings
@@ -90,73 +91,42 @@ def users_on_one_partition(partitions: int) -> tuple[str, str, int]:
     raise AssertionError("no second user on the partition")
 
 
-def test_a_crash_after_expiry_does_not_undrop_a_duplicate(
-    test_settings: Settings, worker_factory, kit, tmp_path: Path
+@pytest.mark.parametrize(
+    "later_from",
+    [
+        # Another user's record moves the watermark two days on and expires the key.
+        "other",
+        # The same user's same event two days on does not expire the key: it
+        # rewrites it, keeping only the anchors within window and grace of the
+        # newest. That rewrite must not lose the anchor the repeat was dropped by.
+        "same",
+    ],
+)
+def test_a_crash_after_a_later_record_does_not_undrop_a_duplicate(
+    test_settings: Settings, worker_factory, kit, tmp_path: Path, later_from: str
 ) -> None:
     partitions = test_settings.topics.partitions
     user, other, partition = users_on_one_partition(partitions)
     t0 = int(time.time() * 1000) - 30 * DAY_MS  # a backfill: events from a month ago
 
-    def record(user_id: str, at: int, name: str = "Report Exported") -> tuple:
+    def record(user_id: str, at: int) -> tuple:
         event = new_raw_event(
-            project="demo", name=name, user_id=user_id, timestamp=at, received_at=at
+            project="demo", name="Report Exported", user_id=user_id, timestamp=at, received_at=at
         )
         key = topic_key("demo", user_id).encode()
         return event["event_id"], kit.Raw(partition, key, encode_raw(event))
 
     first_id, first = record(user, t0)
     repeat_id, repeat = record(user, t0 + 10_000)  # the same event 10 s later: a duplicate
-    later_id, later = record(other, t0 + 2 * DAY_MS)  # moves the watermark two days on
+    later_id, later = record(other if later_from == "other" else user, t0 + 2 * DAY_MS)
 
     kit.publish(test_settings, [first])
     fault = {**kit.injected(tmp_path / "inject", FAULT), "EVENTSIEVE_TEST_KILL_AT": "3"}
     crashing = worker_factory(test_settings, "crashing", fault)
     group = crashing.app_id
     wait_committed(test_settings, group, partition, 1, crashing)
-    # Now the repeat (dropped by the first's anchor) and the record that expires
-    # that anchor: the worker dies as it is about to commit them.
-    kit.publish(test_settings, [repeat, later])
-    crashing.process.wait(90)
-
-    restarted = worker_factory(test_settings, "restarted")
-    wait_committed(test_settings, group, partition, 3, restarted)
-    found = kit.collect(test_settings, 3, [restarted])
-    assert found.final() == {
-        first_id: ("clean", ""),
-        repeat_id: ("dropped", "duplicate"),
-        later_id: ("clean", ""),
-    }, found.by_id
-
-
-def test_a_crash_after_a_later_anchor_does_not_undrop_a_duplicate(
-    test_settings: Settings, worker_factory, kit, tmp_path: Path
-) -> None:
-    """The same, when the later record is the same user's same event two days on.
-
-    It does not expire the key: it rewrites it, keeping only the anchors within
-    the window and grace of the newest. Written before the repeat's offset is
-    committed, that rewrite must not lose the anchor the repeat was dropped by.
-    """
-    partitions = test_settings.topics.partitions
-    user, _, partition = users_on_one_partition(partitions)
-    t0 = int(time.time() * 1000) - 30 * DAY_MS
-
-    def record(at: int) -> tuple:
-        event = new_raw_event(
-            project="demo", name="Report Exported", user_id=user, timestamp=at, received_at=at
-        )
-        key = topic_key("demo", user).encode()
-        return event["event_id"], kit.Raw(partition, key, encode_raw(event))
-
-    first_id, first = record(t0)
-    repeat_id, repeat = record(t0 + 10_000)
-    later_id, later = record(t0 + 2 * DAY_MS)  # the same event again, two days on: accepted
-
-    kit.publish(test_settings, [first])
-    fault = {**kit.injected(tmp_path / "inject", FAULT), "EVENTSIEVE_TEST_KILL_AT": "3"}
-    crashing = worker_factory(test_settings, "crashing", fault)
-    group = crashing.app_id
-    wait_committed(test_settings, group, partition, 1, crashing)
+    # Now the repeat (dropped by the first's anchor) and the later record that
+    # forgets that anchor: the worker dies as it is about to commit them.
     kit.publish(test_settings, [repeat, later])
     crashing.process.wait(90)
 
