@@ -278,10 +278,7 @@ class _GuardedConsumer(AIOKafkaConsumer):
         is drained to empty too (its flush gives up after 0.1 s without a
         send), in case anything still sends through it.
         """
-        left = await asyncio.get_running_loop().run_in_executor(None, self.output.flush)
-        if left:
-            log.error("changelog records not flushed; not committing", left=left)
-            return False
+        await asyncio.get_running_loop().run_in_executor(None, self.output.flush)
         buffer = self.app.producer.buffer
         while buffer.size:
             await buffer.flush()

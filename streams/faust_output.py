@@ -38,7 +38,6 @@ class FaustOutput:
         self.producer = Producer(durable_producer_config(bootstrap))
         self.on_failure = on_failure
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="faust-output", daemon=True)
         self._poller.start()
 
@@ -67,13 +66,13 @@ class FaustOutput:
             self._changelog_delivered,
         )
 
-    def flush(self) -> int:
-        """Wait until every record produced so far is acknowledged; return how many are left."""
-        return int(self.producer.flush())
+    def flush(self) -> None:
+        """Wait until every record produced so far is acknowledged or has failed.
 
-    def close(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        self.producer.flush(timeout_s)
+        Bounded by librdkafka's ``message.timeout.ms``: a record that times
+        out fails, and a failed changelog record ends the worker.
+        """
+        self.producer.flush()
 
     def _produce(
         self,
@@ -98,7 +97,7 @@ class FaustOutput:
             self.on_failure(f"changelog record not delivered: {error}")
 
     def _poll(self) -> None:
-        while not self._stop.is_set():
+        while True:
             self.producer.poll(0.1)
 
 
