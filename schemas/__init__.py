@@ -22,7 +22,7 @@ Errors
 Canonical helpers
     ``normalise_event_name(name)``, ``event_fingerprint(event)``,
     ``user_key(event)``, ``topic_key(project, user_key)``,
-    ``visitor_id(salt_secret, day, ip, user_agent, domain)``,
+    ``visitor_domain(domain, url, project)``, ``visitor_id_with(salt, ip, user_agent, domain)``,
     ``property_value(v)``, ``stringify_properties(mapping)``,
     ``canonical_value(text)``.
 Vocabularies (``StrEnum``; Avro strings on the wire)
@@ -40,7 +40,8 @@ from schemas.canonical import (
     stringify_properties,
     topic_key,
     user_key,
-    visitor_id,
+    visitor_domain,
+    visitor_id_with,
 )
 from schemas.codecs import (
     Codec,
@@ -128,5 +129,6 @@ __all__ = [
     "to_json_bytes",
     "topic_key",
     "user_key",
-    "visitor_id",
+    "visitor_domain",
+    "visitor_id_with",
 ]

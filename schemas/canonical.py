@@ -10,19 +10,19 @@ replay agree byte for byte:
 - ``event_fingerprint``: the identity of an event for deduplication, stable
   under key order and number/boolean spelling.
 - ``user_key``, ``topic_key``: the Kafka key ``project:user_key``.
-- ``visitor_id``: a Plausible-style keyed hash with a daily salt.
+- ``visitor_domain``, ``visitor_id_with``: a Plausible-style keyed hash under
+  a day's random salt (the salts live in ``producers.salts``).
 """
 
 from __future__ import annotations
 
-import datetime
-import functools
 import hashlib
 import hmac
 import re
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -233,25 +233,16 @@ def topic_key(project: str, user_key: str) -> str:
     return f"{project}:{user_key}"
 
 
-@functools.lru_cache(maxsize=64)
-def daily_salt(salt_secret: str, day: datetime.date) -> bytes:
-    """The salt of one UTC day, derived from the secret: rotates daily, needs no storage.
-
-    Cached: events arrive for a handful of days, and this halves the HMACs of
-    every visitor id.
-    """
-    return hmac.new(salt_secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
-
-
-def visitor_id(salt_secret: str, day: datetime.date, ip: str, user_agent: str, domain: str) -> str:
-    """A visitor's anonymous id for one day, Plausible-style, as 32 hex digits.
-
-    ``HMAC-SHA256(daily_salt(secret, day), domain \\0 ip \\0 user_agent)``: the
-    same browser on the same site gets the same id all day, a new one the next
-    day, and the IP is not recoverable. ``day`` is the event's UTC date (event
-    time), so a replay computes the same id.
-    """
-    return visitor_id_with(daily_salt(salt_secret, day), ip, user_agent, domain)
+def visitor_domain(domain: str | None, url: str | None, project: str) -> str:
+    """The site a visitor id is scoped to: the event's domain, else its URL's host,
+    else the project (the endpoint and ``eventsieve publish`` agree on it)."""
+    if domain:
+        return domain
+    if url:
+        host = urlsplit(url).hostname
+        if host:
+            return host
+    return project
 
 
 def visitor_id_with(salt: bytes, ip: str, user_agent: str, domain: str) -> str:

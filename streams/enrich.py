@@ -1,20 +1,20 @@
 """Validate and enrich a decoded RawEvent; compute the ``Facts`` the rules decide on.
 
-Enrichment is deterministic: the visitor id's daily salt comes from the
-configured secret and the event's own UTC date, the user agent's parse is a
-pure function of the string, event time comes from the event. A replay of the
-same record therefore yields the same enriched event and the same key.
+Enrichment is deterministic: the user agent's parse is a pure function of the
+string, event time comes from the event, and the user key is on the record.
+A replay of the same record therefore yields the same enriched event and the
+same key. Visitor ids are never derived here: they need the day's random salt,
+which only the endpoint and ``eventsieve publish`` hold (``producers.salts``),
+and which Kafka deletes after 48 hours, so a replay could not recompute them.
 """
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass
 from functools import lru_cache
 
 from eventsieve.config import Settings
 from schemas.canonical import event_fingerprint, normalise_event_name, topic_key, user_key
-from schemas.canonical import visitor_id as derive_visitor_id
 from schemas.events import RawEvent
 from schemas.fastcodec import Marks
 from streams.errors import InvalidEvent
@@ -22,8 +22,6 @@ from streams.eventtime import event_time_ms
 from streams.facts import Facts, facts_of
 from streams.rules.orders import OrderEvents
 from streams.useragents import UserAgentInfo, UserAgents
-
-_UTC = datetime.UTC
 
 # Event names repeat: normalise each distinct one once.
 _normalised = lru_cache(maxsize=16_384)(normalise_event_name)
@@ -51,7 +49,6 @@ class Enricher:
     def __init__(self, settings: Settings, user_agents: UserAgents) -> None:
         s = settings.streams
         self.projects = frozenset(p.id for p in settings.projects)
-        self.salt_secret = settings.privacy.salt_secret.get_secret_value()
         self.tolerance_ms = int(s.timestamp_tolerance_s * 1000)
         self.user_agents = user_agents
         self.orders = OrderEvents(s.order_events, s.order_id_properties)
@@ -76,8 +73,11 @@ class Enricher:
         time = event_time_ms(raw["timestamp"], raw["received_at"], self.tolerance_ms)
         who = user_key(raw)
         if not who:
-            who = self._visitor_id(raw, time)
-            raw["visitor_id"] = who
+            raise InvalidEvent(
+                "user_id",
+                "no user id, email, anonymous id or visitor id (visitor ids are given by "
+                "the endpoint and by `eventsieve publish`; other publishers send one of these)",
+            )
         name = _normalised(raw["name"])
         props = raw["properties"]
         message_id = None
@@ -99,13 +99,3 @@ class Enricher:
         )
         agent = self.user_agents.info(raw["user_agent"] or "")
         return Enriched(raw, facts, topic_key(project, who), agent, marks)
-
-    def _visitor_id(self, raw: RawEvent, time: int) -> str:
-        ip, agent = raw["ip"], raw["user_agent"]
-        if not ip:
-            raise InvalidEvent(
-                "user_id", "no user id, email or anonymous id, and no IP to derive a visitor id"
-            )
-        day = datetime.datetime.fromtimestamp(time / 1000, _UTC).date()
-        domain = raw["domain"] or raw["project"]
-        return derive_visitor_id(self.salt_secret, day, ip, agent or "", domain)

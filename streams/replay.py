@@ -322,16 +322,15 @@ def changes(
 def rules_fingerprint(settings: Settings) -> str:
     """A digest of everything a decision depends on: a checkpoint is only valid for the same.
 
-    The streams section, the projects (shields, domains), the privacy salt
-    (visitor ids) and the partition count (re-keying). Hashed, so the salt is
-    never written down.
+    The streams section, the projects (shields, domains) and the partition
+    count (re-keying). Visitor ids are not derived by the stream, so the
+    privacy secret plays no part.
     """
     doc = {
         "streams": settings.streams.model_dump(
             mode="json", exclude={"app_id", "data_dir", "metrics_port", "store", "batch_size"}
         ),
         "projects": [p.model_dump(mode="json") for p in settings.projects],
-        "salt": settings.privacy.salt_secret.get_secret_value(),
         "partitions": settings.topics.partitions,
     }
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()

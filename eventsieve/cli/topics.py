@@ -23,6 +23,7 @@ import datetime
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -35,6 +36,7 @@ from eventsieve.cli.context import settings_of
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceError
 from eventsieve.services import kafka_bootstrap
+from producers.salts import KafkaDailySalts, SaltSource, salts_topic
 from schemas import (
     DecodeError,
     RawEvent,
@@ -46,8 +48,8 @@ from schemas import (
     now_ms,
     topic_key,
     user_key,
-    visitor_id,
 )
+from schemas.canonical import visitor_domain, visitor_id_with
 
 MAX_REPORTED_ERRORS = 20  # enough to fix a file in one pass without flooding the terminal
 
@@ -226,6 +228,7 @@ def prepare_events(
     lines: Iterable[bytes],
     settings: Settings,
     *,
+    salts: SaltSource | None = None,
     received_at: int | None = None,
     source: str = "input",
 ) -> list[Prepared]:
@@ -233,13 +236,12 @@ def prepare_events(
 
     Blank lines are skipped. Each event gets an ``event_id`` when it has none,
     ``received_at`` (now) when it has none, a ``visitor_id`` when it names no
-    user but has an IP and user agent (as the endpoint would), and the key
-    ``project:user_key``. When projects are configured, the project must be
-    one of them.
+    user but has an IP (as the endpoint would: under the random salt of the
+    receive day, from ``salts``), and the key ``project:user_key``. When
+    projects are configured, the project must be one of them.
     """
     now = now_ms() if received_at is None else received_at
     known = {p.id for p in settings.projects}
-    secret = settings.privacy.salt_secret.get_secret_value()
     prepared: list[Prepared] = []
     problems: list[tuple[int, str]] = []
     for number, line in enumerate(lines, start=1):
@@ -262,10 +264,21 @@ def prepare_events(
             problems.append((number, "empty event name"))
             continue
         who = user_key(event)
-        if not who and event["ip"] and event["user_agent"]:
-            day = datetime.datetime.fromtimestamp(event["timestamp"] / 1000, datetime.UTC).date()
-            event["visitor_id"] = who = visitor_id(
-                secret, day, event["ip"], event["user_agent"], event["domain"] or ""
+        if not who and event["ip"]:
+            day = datetime.datetime.fromtimestamp(event["received_at"] / 1000, datetime.UTC).date()
+            salt = salts.salt(day) if salts is not None else None
+            if salt is None:
+                problems.append(
+                    (
+                        number,
+                        f"no visitor-id salt for {day} (each day's salt is deleted after 48 h): "
+                        "give the event a user_id or anonymous_id",
+                    )
+                )
+                continue
+            domain = visitor_domain(event["domain"], event["url"], event["project"])
+            event["visitor_id"] = who = visitor_id_with(
+                salt, event["ip"], event["user_agent"] or "", domain
             )
         key = topic_key(event["project"], who).encode()
         prepared.append(Prepared(key, encode_raw(event), event))
@@ -284,13 +297,51 @@ def publish(
     """Write JSON-lines events to events.raw as Avro (validated, keyed, with event ids)."""
     settings = settings_of(ctx)
     lines = _read_lines(source)
-    prepared = prepare_events(lines, settings, source="stdin" if source == "-" else source)
+    with _salts_on_demand(settings) as salts:
+        prepared = prepare_events(
+            lines, settings, salts=salts, source="stdin" if source == "-" else source
+        )
     target = topic or settings.topics.raw
     out = sys.stdout.buffer
     for report in _produce(settings, target, prepared):
         out.write(orjson.dumps(report) + b"\n")
     out.flush()
     typer.echo(f"published {len(prepared)} event(s) to {target}", err=True)
+
+
+class _SaltsOnDemand:
+    """The endpoint's daily salts (``producers.salts``), read only if an event needs one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store: KafkaDailySalts | None = None
+
+    def salt(self, day: datetime.date) -> bytes | None:
+        if self.store is None:
+            self.store = KafkaDailySalts(
+                kafka_bootstrap(self.settings),
+                salts_topic(self.settings.topics.raw),
+                self.settings.privacy.salt_secret.get_secret_value(),
+            )
+            self.store.start()
+            if not self.store.wait_ready(30):
+                raise ServiceError(
+                    f"no visitor-id salt from {salts_topic(self.settings.topics.raw)} in 30 s"
+                )
+        return self.store.salt(day)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+
+
+@contextmanager
+def _salts_on_demand(settings: Settings) -> Iterator[_SaltsOnDemand]:
+    salts = _SaltsOnDemand(settings)
+    try:
+        yield salts
+    finally:
+        salts.close()
 
 
 def _read_lines(source: str) -> list[bytes]:

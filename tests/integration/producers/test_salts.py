@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import threading
+from pathlib import Path
 
 import httpx
+import orjson
 from confluent_kafka.admin import ConfigResource
+from typer.testing import CliRunner
 
+from eventsieve.cli import app
 from eventsieve.kafka import admin_client
 from producers.salts import RETENTION_MS, KafkaDailySalts, salts_topic
-from schemas.canonical import visitor_id
+from schemas.canonical import visitor_id_with
+
+ROOT = Path(__file__).resolve().parents[3]
 
 BROWSER = {
     "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/130.0 Safari/537.36",
     "Content-Type": "text/plain",
 }
 PAGE = {"n": "pageview", "u": "https://example.com/a", "d": "example.com"}
+
+
+def secret_only_visitor_id(secret: str, day: dt.date, ip: str, agent: str, domain: str) -> str:
+    """A visitor id under a salt derived from the secret and the day alone: anyone
+    holding the secret could recompute it for every past day, so nothing may use it."""
+    salt = hmac.new(secret.encode(), day.isoformat().encode(), hashlib.sha256).digest()
+    return visitor_id_with(salt, ip, agent, domain)
 
 
 def test_two_endpoints_give_a_browser_one_visitor_id_not_derivable_from_the_secret(
@@ -32,7 +47,9 @@ def test_two_endpoints_give_a_browser_one_visitor_id_not_derivable_from_the_secr
     assert one["visitor_id"] == two["visitor_id"]
     secret = settings.privacy.salt_secret.get_secret_value()
     today = dt.datetime.now(dt.UTC).date()
-    derived = visitor_id(secret, today, "127.0.0.1", BROWSER["User-Agent"], "example.com")
+    derived = secret_only_visitor_id(
+        secret, today, "127.0.0.1", BROWSER["User-Agent"], "example.com"
+    )
     assert one["visitor_id"] != derived  # the secret alone does not give the salt
 
 
@@ -85,3 +102,36 @@ def test_old_days_leave_memory_and_tomorrow_is_prepared_before_midnight(kafka_bo
         assert store.salt(day_after) is not None
     finally:
         store.close()
+
+
+def test_eventsieve_publish_gives_a_browser_the_endpoints_visitor_id_of_the_day(
+    make_settings, serve, read_raw, kafka_bootstrap
+):
+    """A direct publisher's anonymous event gets its visitor id where the salt lives
+    (the salts topic), the same the endpoint gives the same browser today."""
+    settings = make_settings()
+    endpoint = serve(settings)
+    with httpx.Client(base_url=endpoint.url, timeout=10) as http:
+        assert http.post("/api/event", headers=BROWSER, json=PAGE).status_code == 202
+    line = {
+        "project": "demo",
+        "name": "pageview",
+        "ip": "127.0.0.1",
+        "user_agent": BROWSER["User-Agent"],
+        "domain": "example.com",
+    }
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "EVENTSIEVE_TOPICS__RAW": endpoint.topic}
+    published = CliRunner().invoke(
+        app,
+        ["--config", str(ROOT / "eventsieve.toml"), "publish", "-"],
+        input=orjson.dumps(line) + b"\n",
+        env=env,
+    )
+    assert published.exit_code == 0, published.output
+    (_, by_endpoint), (key, by_cli) = read_raw(endpoint.topic)
+    assert by_cli["visitor_id"] == by_endpoint["visitor_id"]
+    assert key == f"demo:{by_endpoint['visitor_id']}".encode()
+    secret = settings.privacy.salt_secret.get_secret_value()
+    today = dt.datetime.now(dt.UTC).date()
+    derived = secret_only_visitor_id(secret, today, "127.0.0.1", line["user_agent"], "example.com")
+    assert by_cli["visitor_id"] != derived

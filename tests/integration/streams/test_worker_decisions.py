@@ -102,19 +102,25 @@ def test_scripted_stream_gives_exactly_the_expected_decisions(settings, worker_f
     # event id (x1) keeps it, whichever reaches events.orders first.
     for eid, user in (("x1", "u8"), ("x2", "u9")):
         records.append(Raw(*keyed(event(eid, user, "confirmation", T0, order_id="ord-2"))))
-    # An unkeyed JSON record from a direct publisher, no event id, anonymous:
-    # re-keyed by visitor id and decided there.
+    # An unkeyed JSON record from a direct publisher, no event id, with an
+    # anonymous id: re-keyed by it and decided there.
     anon = {
         "project": "demo",
         "name": "pageview",
         "timestamp": T0,
         "received_at": T0,
+        "anonymous_id": "anon-1",
         "ip": "192.0.2.10",
         "user_agent": CHROME,
         "domain": "example.com",
     }
     records.append(Raw(0, None, orjson.dumps(anon)))
     records.append(Raw(1, None, orjson.dumps({**anon, "project": "no-such-project"})))
+    # No user at all, only an IP: the stream holds no salt to derive a visitor
+    # id from (visitor ids are computed where the day's random salt lives, the
+    # endpoint and `eventsieve publish`), so the record is parked as invalid.
+    nobody = {k: v for k, v in anon.items() if k != "anonymous_id"}
+    records.append(Raw(2, None, orjson.dumps(nobody)))
 
     publish(settings, records)
     worker = worker_factory(settings)
@@ -133,14 +139,15 @@ def test_scripted_stream_gives_exactly_the_expected_decisions(settings, worker_f
     assert final["x1"] == ("clean", "")
     assert ("dropped", "duplicate_order") in found.by_id["x2"]
     dlq = {k: v for k, v in final.items() if v[0] == "dlq"}
-    assert len(dlq) == 4  # three poison records and the unknown project
+    assert len(dlq) == 5  # three poison records, the unknown project, the user-less one
     assert sorted(v[1] for v in dlq.values()) == [
+        "invalid",
         "invalid",
         "not_json",
         "truncated",
         "unknown_fingerprint",
     ]
-    # Everything, the anonymous record's derived id included, as the pure
+    # Everything, the anonymous record's re-keying included, as the pure
     # Processor decides it (the cross-user order pair aside: kit.oracle keeps
     # one decision per record, not x2's re-decision when x1 comes second).
     expected = oracle(settings, records)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import random
 from typing import Any
@@ -12,7 +11,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import schemas
-from schemas.canonical import canonical_value, daily_salt
+from schemas.canonical import canonical_value
 
 
 @pytest.mark.parametrize(
@@ -155,33 +154,29 @@ def test_topic_key() -> None:
     assert schemas.topic_key("demo", "u1") == "demo:u1"
 
 
-DAY = datetime.date(2026, 11, 28)
-
-
-def test_visitor_id_is_stable_within_a_day_and_changes_daily() -> None:
-    args = ("secret", DAY, "203.0.113.9", "Mozilla/5.0", "example.com")
-    vid = schemas.visitor_id(*args)
-    assert vid == schemas.visitor_id(*args)
+def test_visitor_id_is_stable_under_one_salt_and_changes_with_it() -> None:
+    args = (b"salt-of-the-day", "203.0.113.9", "Mozilla/5.0", "example.com")
+    vid = schemas.visitor_id_with(*args)
+    assert vid == schemas.visitor_id_with(*args)
     assert len(vid) == 32
     assert int(vid, 16) >= 0
-    assert schemas.visitor_id("secret", DAY + datetime.timedelta(days=1), *args[2:]) != vid
-    for i, other in enumerate(["other", DAY, "203.0.113.10", "Mozilla/5.1", "example.org"]):
-        if i == 1:
-            continue
+    for i, other in enumerate([b"salt-of-the-next-day", "203.0.113.10", "Mozilla/5.1", "a.org"]):
         changed = list(args)
         changed[i] = other
-        assert schemas.visitor_id(*changed) != vid  # type: ignore[arg-type]
+        assert schemas.visitor_id_with(*changed) != vid  # type: ignore[arg-type]
 
 
 def test_visitor_id_fields_cannot_run_into_each_other() -> None:
-    a = schemas.visitor_id("s", DAY, "1.2.3.4", "ab", "c")
-    b = schemas.visitor_id("s", DAY, "1.2.3.4", "a", "bc")
+    a = schemas.visitor_id_with(b"s", "1.2.3.4", "ab", "c")
+    b = schemas.visitor_id_with(b"s", "1.2.3.4", "a", "bc")
     assert a != b
 
 
-def test_daily_salt_depends_on_secret_and_day() -> None:
-    assert daily_salt("s", DAY) != daily_salt("t", DAY)
-    assert daily_salt("s", DAY) != daily_salt("s", DAY + datetime.timedelta(days=1))
+def test_visitor_domain_is_the_domain_else_the_urls_host_else_the_project() -> None:
+    assert schemas.visitor_domain("a.com", "https://b.com/x", "demo") == "a.com"
+    assert schemas.visitor_domain(None, "https://b.com/x", "demo") == "b.com"
+    assert schemas.visitor_domain("", "not a url", "demo") == "demo"
+    assert schemas.visitor_domain(None, None, "demo") == "demo"
 
 
 def test_drop_reasons_cover_the_design() -> None:

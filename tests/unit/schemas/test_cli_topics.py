@@ -11,6 +11,7 @@ import pytest
 import schemas
 from eventsieve.cli.topics import InvalidInputError, prepare_events, view_record
 from eventsieve.config import Settings, load_settings
+from producers.salts import FixedSalts
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = 1_795_860_000_000  # 2026-11-28T10:00:00Z
@@ -84,17 +85,37 @@ def test_prepare_events_keys_ids_and_visitor_ids(settings: Settings) -> None:
         b'"timestamp":"2026-11-27T23:59:59Z"}',
         b'{"project":"demo","name":"anon"}',
     ]
-    first, second, third = prepare_events(lines, settings, received_at=NOW)
+    salts = FixedSalts()
+    first, second, third = prepare_events(lines, settings, salts=salts, received_at=NOW)
     assert first.key == b"demo:ann@example.com"
     assert schemas.decode_raw(first.value) == first.event
     assert first.event["received_at"] == NOW
     assert first.event["timestamp"] == NOW
     assert first.event["event_id"] != second.event["event_id"]
-    secret = settings.privacy.salt_secret.get_secret_value()
-    expected = schemas.visitor_id(secret, datetime.date(2026, 11, 27), "203.0.113.9", "UA", "a.com")
-    assert second.event["visitor_id"] == expected  # the event's day, not today
+    salt = salts.salt(datetime.date(2026, 11, 28))
+    assert salt is not None
+    expected = schemas.visitor_id_with(salt, "203.0.113.9", "UA", "a.com")
+    assert second.event["visitor_id"] == expected  # the receive day's salt, as the endpoint
     assert second.key == f"demo:{expected}".encode()
     assert third.key == b"demo:"
+
+
+def test_prepare_events_refuses_an_anonymous_event_whose_day_has_no_salt(
+    settings: Settings,
+) -> None:
+    """Salts are deleted after 48 h: an old anonymous event cannot get a visitor id."""
+    lines = [b'{"project":"demo","name":"pv","ip":"203.0.113.9","received_at":1000}']
+    with pytest.raises(InvalidInputError) as info:
+        prepare_events(lines, settings, salts=_NoSalts(), received_at=NOW)
+    [(number, message)] = info.value.problems
+    assert number == 1
+    assert "no visitor-id salt for 1970-01-01" in message
+    assert "user_id or anonymous_id" in message
+
+
+class _NoSalts:
+    def salt(self, day: datetime.date) -> bytes | None:
+        return None
 
 
 def test_prepare_events_lists_every_bad_line(settings: Settings) -> None:

@@ -100,8 +100,8 @@ def test_event_without_any_identity_or_ip_is_invalid(processor):
     assert out.sink is Sink.DLQ
 
 
-def test_misplaced_record_is_rekeyed_with_its_id_and_visitor_id(processor):
-    event = raw(user_id=None, ip="192.0.2.1", user_agent=CHROME, domain="example.com")
+def test_misplaced_record_is_rekeyed_with_its_event_id(processor):
+    event = raw(user_id=None, anonymous_id="anon-1", ip="192.0.2.1", user_agent=CHROME)
     # JSON without an event id, published without a key on some partition.
     body = orjson.dumps({k: v for k, v in event.items() if k != "event_id"})
     state = InMemoryState()
@@ -109,8 +109,8 @@ def test_misplaced_record_is_rekeyed_with_its_id_and_visitor_id(processor):
     rekeyed = [o for o in outs if o.sink is Sink.REKEY]
     assert len(rekeyed) == PARTITIONS - 1
     copy = decode_raw(rekeyed[0].outputs[0].value)
-    assert copy["visitor_id"]
-    key = topic_key("demo", copy["visitor_id"]).encode()
+    assert copy["event_id"]
+    key = topic_key("demo", "anon-1").encode()
     assert rekeyed[0].outputs[0].key == key
     assert rekeyed[0].outputs[0].partition == partition_for(key, PARTITIONS)
     # The copy is then decided on the right partition, keeping its event id.
@@ -125,13 +125,17 @@ def test_misplaced_record_is_rekeyed_with_its_id_and_visitor_id(processor):
     assert decode_clean(again.outputs[0].value)["event_id"] == copy["event_id"]
 
 
-def test_visitor_id_is_deterministic_and_rotates_daily(processor):
-    def visitor(ts):
-        event = raw(user_id=None, ip="192.0.2.1", user_agent=CHROME, timestamp=ts, received_at=ts)
-        return processor.enricher.enrich(event).facts.user_key
+def test_an_event_with_an_ip_but_no_user_is_invalid_the_stream_derives_no_visitor_id(processor):
+    """Visitor ids need the day's random salt, which the stream does not hold."""
+    event = raw(user_id=None, ip="192.0.2.1", user_agent=CHROME, domain="example.com")
+    out = processor.on_raw(record(encode_raw(event), key="demo:"), InMemoryState())
+    assert out.sink is Sink.DLQ
+    assert out.error == "invalid"
 
-    assert visitor(T0) == visitor(T0 + 3_600_000)
-    assert visitor(T0) != visitor(T0 + 86_400_000)
+
+def test_a_visitor_id_on_the_event_is_its_user_key(processor):
+    event = raw(user_id=None, visitor_id="v-1", ip="192.0.2.1", user_agent=CHROME)
+    assert processor.enricher.enrich(event).facts.user_key == "v-1"
 
 
 @pytest.mark.parametrize("variant", ["Viewed Product", "viewed_product", " VIEWED  product "])
