@@ -39,9 +39,11 @@ run: setup
 test: setup
 	$(BIN)/pytest
 
+# The gate CI runs before the tests: ruff, then mypy (configured in pyproject.toml).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: setup
 	$(BIN)/ruff check --fix .

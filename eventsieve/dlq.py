@@ -47,6 +47,7 @@ from confluent_kafka import (
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
+from eventsieve.kafka import consumed_position
 from eventsieve.services import kafka_bootstrap
 from schemas.codecs import decode_dlq, decode_raw, encode_raw
 from schemas.errors import DecodeError
@@ -421,7 +422,7 @@ def read_dlq(
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise DlqError(f"reading {topic}: {error}")
-            p, offset = message.partition(), message.offset()
+            _, p, offset = consumed_position(message)
             if p not in pending or offset >= span.ends[p]:
                 continue
             try:

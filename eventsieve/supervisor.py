@@ -113,8 +113,9 @@ class Supervisor:
 
     def _relay(self, name: str, child: subprocess.Popen[bytes]) -> None:
         assert child.stdout is not None
-        for raw in iter(child.stdout.readline, b""):
-            self.emit(name, raw.decode(errors="replace").rstrip("\n"))
+        with child.stdout:  # closed at the end of the child's output
+            for raw in iter(child.stdout.readline, b""):
+                self.emit(name, raw.decode(errors="replace").rstrip("\n"))
 
     def _wait_for_exit(self) -> tuple[str, int] | None:
         while not self._stop.is_set():

@@ -132,7 +132,7 @@ class Backoff:
 
     def next_delay(self) -> float:
         """The wait before the next attempt: uniform in [ceiling/2, ceiling]."""
-        ceiling = min(self.max_s, self.initial_s * (2**self.attempt))
+        ceiling: float = min(self.max_s, self.initial_s * (2**self.attempt))
         self.attempt += 1
         return ceiling / 2 + self.rng.random() * ceiling / 2
 

@@ -44,7 +44,7 @@ Tables
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 _VERSION = re.compile(r"^(\d+)\.(\d+)")
@@ -476,7 +476,7 @@ class Migration:
 
     version: int
     name: str
-    statements: Callable[[Target], list[Statement]]
+    statements: Callable[[Target], Sequence[Statement]]
 
 
 MIGRATIONS: tuple[Migration, ...] = (

@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from eventsieve.kafka import consumed_headers
 from schemas.codecs import encode_dlq
 from schemas.events import MAX_DLQ_PAYLOAD_BYTES, DlqRecord, bounded_dlq_payload, now_ms
 from schemas.reasons import Stage
@@ -63,7 +64,7 @@ def record_of(message: Message, error_type: str, error: str) -> DlqRecord:
     return dlq_record(
         key=message.key(),
         value=message.value(),
-        headers=message.headers(),
+        headers=consumed_headers(message),
         topic=message.topic() or "",
         partition=message.partition() or 0,
         offset=message.offset() or 0,

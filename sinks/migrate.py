@@ -59,6 +59,7 @@ def migrate(ch: ClickHouse, dedup_window: int = 1_000, cluster: str = "") -> Mig
     """
     features = ch.features()
     target = ddl.Target(ch.database, features, dedup_window, cluster)
+    statement: ddl.Statement
     for statement in (ddl.create_database(target), ddl.migrations_table(target)):
         try:
             ch.execute(statement)

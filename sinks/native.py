@@ -126,7 +126,7 @@ def _write(connection: Any, out: Any, part: Part, direct: bool) -> None:
         return
     if direct and part.nbytes >= _DIRECT_BYTES:
         out.flush()
-        connection.socket.sendall(memoryview(np.ascontiguousarray(part)).cast("B"))
+        connection.socket.sendall(np.ascontiguousarray(part).data.cast("B"))
         return
     out.write(np.ascontiguousarray(part).tobytes())  # the driver's buffer takes bytes only
 

@@ -145,8 +145,9 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    done = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
-    return mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and done
+    mmap_set: bool = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+    trim_set: bool = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    return trim_set and mmap_set
 
 
 # The sink's periodic rate line: rows written, records sent to the DLQ, retried flushes.

@@ -393,9 +393,10 @@ class SinkWriter:
         for topic, mine in groups.items():
             batch.messages[topic].extend(mine)
             self._consumed[topic].inc(len(mine))
-            batch.offsets.add_many(
-                topic, list(map(kind.partition, mine)), list(map(kind.offset, mine))
-            )
+            # A consumed record (no error) always has its partition and offset.
+            partitions = cast(list[int], list(map(kind.partition, mine)))
+            offsets = cast(list[int], list(map(kind.offset, mine)))
+            batch.offsets.add_many(topic, partitions, offsets)
         batch.records += len(kept)
         if batch.started_at is None:
             batch.started_at = self.clock()
@@ -509,6 +510,8 @@ class SinkWriter:
     def _prepare_topic(self, route: Route, messages: list[Message], prepared: Prepared) -> None:
         values: list[bytes | None] = list(map(type(messages[0]).value, messages))
         everything = range(len(values))
+        columnar: range | list[int]
+        strict: list[int]
         if route.columns is None:
             columnar, strict = range(0), list(everything)
         elif None in values:  # tombstones: to the DLQ by the strict path

@@ -80,7 +80,11 @@ class LocalStack:
         return statuses
 
     def log_file(self, name: str) -> Path:
-        return {"kafka": self.kafka, "clickhouse": self.clickhouse}[name].process.log_file
+        services: dict[str, KafkaServer | ClickHouseServer] = {
+            "kafka": self.kafka,
+            "clickhouse": self.clickhouse,
+        }
+        return services[name].process.log_file
 
     @staticmethod
     def _status(
