@@ -292,7 +292,7 @@ class Stage:
         self.supervisor.stop_all()
 
 
-def soak_settings(tag: str, workdir: Path, clickhouse_port: int) -> Settings:
+def soak_settings(tag: str, workdir: Path, clickhouse_port: int, engine: str) -> Settings:
     base = load_settings(ROOT / "eventsieve.toml")
     prefix = f"soak.{tag}."
     topics = base.topics.model_copy(
@@ -310,7 +310,7 @@ def soak_settings(tag: str, workdir: Path, clickhouse_port: int) -> Settings:
             "privacy": PrivacySettings(salt_secret=SecretStr(uuid.uuid4().hex * 2)),
             "server": base.server.model_copy(update={"port": free_port(), "access_log": False}),
             "streams": base.streams.model_copy(
-                update={"app_id": f"soak-{tag}", "data_dir": workdir / "streams"}
+                update={"app_id": f"soak-{tag}", "data_dir": workdir / "streams", "engine": engine}
             ),
             "sink": base.sink.model_copy(
                 update={"group_id": f"soak-sink-{tag}", "batch_max_interval_s": 0.5}
@@ -517,6 +517,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4, help="client threads")
     parser.add_argument("--pause", type=float, default=0.1, help="mean pause between requests")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--engine", choices=("kafka", "faust"), default="kafka")
     parser.add_argument(
         "--keep", action="store_true", help="keep the topics, ClickHouse's data and the state"
     )
@@ -527,7 +528,10 @@ def main() -> int:
     tag = uuid.uuid4().hex[:8]
     workdir = Path(tempfile.mkdtemp(prefix=f"eventsieve-soak-{tag}-"))
     log = (workdir / "pipeline.log").open("w")
-    print(f"soak {tag}: seed {seed}, {args.duration:.0f} s, {args.clients} clients")
+    print(
+        f"soak {tag}: seed {seed}, {args.duration:.0f} s, {args.clients} clients, "
+        f"{args.engine} engine"
+    )
     print(f"  process logs: {log.name}")
 
     tcp, http_port = free_port(), free_port()
@@ -537,7 +541,7 @@ def main() -> int:
     clickhouse = ClickHouseServer(stack)
     clickhouse.start()
     clickhouse.wait_ready(90)
-    settings = soak_settings(tag, workdir, tcp)
+    settings = soak_settings(tag, workdir, tcp, args.engine)
     Client(host="127.0.0.1", port=tcp).execute(f"CREATE DATABASE {settings.clickhouse.database}")
     ensure_eventsieve_topics(settings)
     env = {**settings_environment(settings), "EVENTSIEVE_LOG_LEVEL": "WARNING"}
