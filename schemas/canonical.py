@@ -219,10 +219,10 @@ def user_key(event: Mapping[str, Any]) -> str:
     Empty when none is known; the stream fills ``visitor_id`` before it keys
     state by user, and the endpoint sets it before producing.
     """
-    user_id = event.get("user_id")
+    user_id: str | None = event.get("user_id")
     if user_id:
         return user_id
-    email = event.get("email")
+    email: str | None = event.get("email")
     if email:
         return email.strip().lower()
     return event.get("anonymous_id") or event.get("visitor_id") or ""

@@ -272,7 +272,7 @@ class Splice:
             name = field["name"]
             i = index.get(name)
             same = i is not None and types[name] == _bare(field["type"])
-            if name not in derived and name not in restated and same:
+            if i is not None and same and name not in derived and name not in restated:
                 if plan and plan[-1][0] == "copy" and plan[-1][2] == i:
                     plan[-1] = ("copy", plan[-1][1], i + 1)
                 else:
@@ -284,7 +284,7 @@ class Splice:
             else:
                 plan.append(("write", [field], group_of.get(name)))
         names = [f["name"] for f in source_fields] + [""]  # "": the end of the record
-        bounds = set()
+        bounds: set[str] = set()
         for step, first, end in plan:
             if step == "copy":
                 bounds.update((names[first], names[end]))

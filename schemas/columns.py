@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,7 @@ class ColumnBatch:
 
     def equals(self, strings: StringColumn, value: bytes) -> Bools:
         """Which rows of ``strings`` hold exactly ``value`` (compared 8 bytes at a time)."""
-        same = strings.length == len(value)
+        same: Bools = strings.length == len(value)
         if not value or not same.any():
             return same
         words = _words(self.buffer)
@@ -533,8 +534,8 @@ class ColumnDecoder:
         starts = ends - sizes
         buffer = np.frombuffer(data, dtype=np.uint8)
         if self._compiled is not None:
-            columns, bad = self._compiled.decode(buffer, starts, ends)
-            return ColumnBatch(buffer, data, n, columns, bad)
+            compiled, bad = self._compiled.decode(buffer, starts, ends)
+            return ColumnBatch(buffer, data, n, compiled, bad)
         reads = _Reads(buffer, ends)
         header = len(self.header)
         if header:
@@ -679,9 +680,9 @@ def _check_utf8(reads: _Reads, failed: list[StringColumn], columns: Iterable[Col
     row_of: dict[int, Int64s] = {}  # item → row, for the items of arrays and maps
     for column in columns:
         if isinstance(column, StringListColumn | StringMapColumn):
-            rows = np.repeat(np.arange(len(column.counts)), column.counts)
+            item_rows = np.repeat(np.arange(len(column.counts)), column.counts)
             for items in _string_columns([column]):
-                row_of[id(items)] = rows
+                row_of[id(items)] = item_rows
     data = reads.buffer.data
     for column in failed:
         rows = row_of.get(id(column))
@@ -705,6 +706,7 @@ def _check_utf8(reads: _Reads, failed: list[StringColumn], columns: Iterable[Col
 # meanwhile. Without numba (or for a schema it does not cover) the numpy
 # passes are used.
 
+numba: ModuleType | None
 try:
     import numba
 except ImportError:  # pragma: no cover - numba is a dependency; the numpy passes still work
@@ -750,7 +752,7 @@ def _varint_py(buf: Any, pos: int, end: int) -> tuple[Any, int, bool]:
     return raw, pos, False
 
 
-def _zigzag_py(raw: Any) -> int:
+def _zigzag_py(raw: Any) -> np.int64:
     return np.int64((raw >> _U1) ^ (_U0 - (raw & _U1)))
 
 
@@ -790,7 +792,7 @@ def _utf8_py(buf: Any, start: int, end: int) -> bool:
     return True
 
 
-def _string_py(buf: Any, pos: int, end: int) -> tuple[int, int, int, bool]:
+def _string_py(buf: Any, pos: int, end: int) -> tuple[int, int | np.int64, int | np.int64, bool]:
     """A string inside ``[pos, end)``: (start, length, next pos, ok)."""
     raw, pos, ok = _c_varint(buf, pos, end)
     if not ok or raw & _U1:  # a negative length

@@ -23,13 +23,19 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from schemas.errors import EncodeError, MalformedAvroError, TruncatedError
 
 Decoder = Callable[[bytes, int], tuple[dict[str, Any], int]]
 """``(buffer, start) -> (record, end)``."""
-Encoder = Callable[[Any], bytes]
+
+
+class Encoder(Protocol):
+    """``(record, prefix=b"") -> prefix + the record's Avro binary``."""
+
+    def __call__(self, record: Any, prefix: bytes = b"") -> bytes: ...
+
 
 _MAX_LONG = 2**63
 
@@ -108,11 +114,14 @@ class _Gen:
 
 
 def _type_name(avro_type: Any) -> str:
+    name: str
     if isinstance(avro_type, dict):
-        return avro_type["type"]
-    if isinstance(avro_type, list):
-        return "union"
-    return avro_type
+        name = avro_type["type"]
+    elif isinstance(avro_type, list):
+        name = "union"
+    else:
+        name = avro_type
+    return name
 
 
 # --- decoding ---------------------------------------------------------------------------

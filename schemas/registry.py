@@ -98,7 +98,8 @@ class SchemaVersion:
 
 def load_schema_file(path: Path) -> dict[str, Any]:
     """The JSON of one .avsc file."""
-    return json.loads(path.read_text(encoding="utf-8"))
+    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return schema
 
 
 @cache
