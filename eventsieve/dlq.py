@@ -47,7 +47,7 @@ from confluent_kafka import (
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
-from eventsieve.kafka import consumed_position
+from eventsieve.kafka import record_offset, record_partition
 from eventsieve.services import kafka_bootstrap
 from schemas.codecs import decode_dlq, decode_raw, encode_raw
 from schemas.errors import DecodeError
@@ -422,7 +422,7 @@ def read_dlq(
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise DlqError(f"reading {topic}: {error}")
-            _, p, offset = consumed_position(message)
+            p, offset = record_partition(message), record_offset(message)
             if p not in pending or offset >= span.ends[p]:
                 continue
             try:

@@ -411,7 +411,7 @@ def kept_order_record(value: bytes, enriched: Enriched) -> bytes:
         user_properties_unset=[],
         order_id=enriched.facts.order_id,
     )
-    return encode_raw(trimmed)  # type: ignore[arg-type]
+    return encode_raw(trimmed)
 
 
 # Fields a trimmed order record keeps whole: they identify the event and its order.

@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
+from eventsieve.kafka import consumed_headers, record_offset, record_partition
 from eventsieve.services import kafka_bootstrap
 from sinks.clickhouse import ClickHouse
 from sinks.ddl import quote_identifier
@@ -303,15 +304,15 @@ def read_snapshot(
     started: set[int] = set()
     while merge.open:
         for message in consumer.consume(1000, 1.0):
-            partition = message.partition()
+            partition = record_partition(message)
             error = message.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    if message.offset() >= snapshot[partition][1]:
+                    if record_offset(message) >= snapshot[partition][1]:
                         _close(consumer, merge, topic, partition)
                     continue
                 raise ReplayError(f"reading {topic}: {error}")
-            offset = message.offset()
+            offset = record_offset(message)
             first, end = snapshot[partition]
             if partition not in merge.open or offset >= end:
                 continue
@@ -333,7 +334,7 @@ def read_snapshot(
                     message.key(),
                     message.value(),
                     timestamp if timestamp and timestamp > 0 else None,
-                    tuple(message.headers() or ()),
+                    tuple(consumed_headers(message)),
                 )
             )
             if offset + 1 >= end:

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from eventsieve.kafka import KafkaFailure, kafka_failure, restore_consumer_config
+from eventsieve.kafka import (
+    KafkaFailure,
+    kafka_failure,
+    record_offset,
+    record_partition,
+    record_topic,
+    restore_consumer_config,
+)
 from streams.store import Store
 
 # Apply restored records in chunks: bounded memory, few store writes.
@@ -47,7 +54,7 @@ def restore(
             if time.monotonic() > deadline:
                 raise KafkaFailure(f"restoring {sorted(open_)} took more than {timeout:.0f}s")
             for message in consumer.consume(10_000, 0.5):
-                tp = (message.topic(), message.partition())
+                tp = (record_topic(message), record_partition(message))
                 error = message.error()
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
@@ -59,7 +66,7 @@ def restore(
                     continue
                 changes = pending[tp]
                 changes[key] = message.value()
-                last[tp] = message.offset()
+                last[tp] = record_offset(message)
                 read[tp] += 1
                 if len(changes) >= CHUNK:
                     stores[tp].write(changes, last[tp])

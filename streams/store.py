@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 OFFSET_KEY = b"\x00changelog-offset"
 """Where a store records the changelog offset it reflects (never a changelog key)."""
@@ -98,7 +98,8 @@ class RocksStore:
         self.path = path
         self.db = Rdict(str(path), options.options)
         self._write_options = WriteOptions()
-        self._write_options.disable_wal = True
+        # A property at run time; rocksdict's stub declares a method of that name.
+        self._write_options.disable_wal = True  # type: ignore[method-assign,assignment]
         raw = self.db.get(OFFSET_KEY)
         self._offset: int | None = int(raw) if raw is not None else None
         # Reads go straight to rocksdict (a read per rule and record: no wrapper call).
@@ -123,7 +124,7 @@ class RocksStore:
     def items(self) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.db.items():
             if key != OFFSET_KEY:
-                yield key, value
+                yield cast(bytes, key), value  # raw mode: keys are bytes
 
     def close(self) -> None:
         self.db.close()

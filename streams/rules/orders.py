@@ -155,8 +155,8 @@ class OrderUniqueness:
                     return Claim(None)  # the server holder's own id: that event again
                 return Claim(_taken(holder))
             key += PUBLIC_LANE
-            public = self._lane(state.get(key), facts.time)
-            return self._decide(state, key, public, (), facts, record, decided_at)
+            lane = self._lane(state.get(key), facts.time)
+            return self._decide(state, key, lane, (), facts, record, decided_at)
         public = self._lane(state.get(key + PUBLIC_LANE), facts.time)[1]
         return self._decide(state, key, server, public, facts, record, decided_at)
 
@@ -175,6 +175,7 @@ class OrderUniqueness:
         holder = _holder(members)
         event_id = facts.event_id
         again = any(m.event_id == event_id for m in members)
+        displaced: list[Member | None]
         if (
             holder is not None
             and holder.event_id != event_id
