@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import uvicorn
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from eventsieve.config import CONFIG_ENV, Settings, load_settings
 from eventsieve.errors import ServiceUnavailableError
@@ -23,7 +23,7 @@ from producers.protocol import HeaderDeadlineProtocol
 log = get_logger(__name__)
 
 
-def create_from_environment() -> Starlette:
+def create_from_environment() -> ASGIApp:
     """The app of one worker process, from the configuration the parent chose."""
     configure_logging()
     return create_app(build_endpoint(load_settings()))

@@ -11,6 +11,8 @@ an email open its message/campaign ids. The API key travels in
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_header
 from producers.apis.common import string_map
 from producers.errors import Rejection
@@ -105,10 +107,18 @@ def _event_type(event: dict) -> tuple[str, dict]:
     return event_type, payload
 
 
+class _Common(TypedDict):
+    """The fields every VTCDN event type sets the same way."""
+
+    source: Source
+    user_id: str | None
+    email: str | None
+
+
 def _submission(
     event_type: str, payload: dict, user_id: str | None, address: str | None
 ) -> Submission:
-    common = {"source": Source.VTCDN, "user_id": user_id, "email": address}
+    common: _Common = {"source": Source.VTCDN, "user_id": user_id, "email": address}
     lowered = event_type.lower()
     if lowered == "update":
         return Submission(
