@@ -54,6 +54,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, EventT
 
 from eventsieve.config import Settings
+from eventsieve.kafka import record_offset
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
 from streams.faust_output import FaustOutput
@@ -111,7 +112,8 @@ def build_app(
     )
     frontiers: dict[TP, _Frontier] = {}
     output = FaustOutput(kafka_bootstrap(settings), on_failure=_delivery_failed)
-    app.transport.Consumer = type(
+    # faust declares the transport's Consumer a ClassVar; this app's transport only.
+    app.transport.Consumer = type(  # type: ignore[misc]
         "GuardedConsumer", (_GuardedConsumer,), {"frontiers": frontiers, "output": output}
     )
     processor = processor or Processor(settings)
@@ -146,7 +148,8 @@ def build_app(
     async def decide_orders(stream: faust.StreamT) -> None:
         await shell.run(stream, order_state, processor.on_order)
 
-    @app.on_partitions_revoked.connect
+    # faust calls a handler (sender, revoked, signal=...); its type wants *args.
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def _revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
         shell.forget(revoked)
         for state in (user_state, order_state):
@@ -212,7 +215,7 @@ class _Frontier:
         return Admit.DECIDE
 
 
-class _NoReadOffset(dict):  # type: ignore[type-arg]
+class _NoReadOffset(dict[Any, Any]):
     """Faust's per-partition read offset, made inert.
 
     faust-streaming drops every fetched record below its read offset and
@@ -360,7 +363,8 @@ class _Shell:
         count = self.metrics.count
         positions = self.positions
         frontiers = self.frontiers
-        async for event in stream.noack().events():
+        # StreamT declares no noack(); an agent's stream is a faust.Stream, which has it.
+        async for event in stream.noack().events():  # type: ignore[attr-defined]
             message = event.message
             tp = message.tp
             frontier = frontiers.get(tp)
@@ -504,7 +508,7 @@ class _Shell:
         queue = self._pending.get(tp)
         if queue is None:
             queue = self._pending[tp] = deque()
-        entry = [event, len(futures)]
+        entry: list[Any] = [event, len(futures)]  # the event, its outputs not yet delivered
         queue.append(entry)
         if not futures:
             self._release(tp, queue)
@@ -591,9 +595,9 @@ def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.
         error = message.error()
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
-                return int(message.offset())
+                return record_offset(message)
             return None
-        return int(message.offset())
+        return record_offset(message)
     finally:
         consumer.close()
 
