@@ -12,8 +12,13 @@ never counted twice, even when part of a batch had already reached the
 broker. (Without transactions, the records acknowledged before the failure
 stayed, and the retry added them again.)
 
-One transaction at a time per process: requests that arrive meanwhile wait
-for the next one, so a burst costs one commit, not one per request.
+Several transactions at a time per process, each on its own transactional
+producer and thread (``transactions``, default 3): while one waits for its
+records' acknowledgements or its commit, the next takes the requests that
+arrived meanwhile, so a request waits for a free producer, not for a whole
+transaction before its own. Requests waiting at the same moment share one
+transaction, so a burst costs one commit, not one per request. The first
+producer is preferred: the others start only when it is busy.
 """
 
 from __future__ import annotations
@@ -117,13 +122,18 @@ class Publisher:
         retry_after_s: int = 5,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         clock: Callable[[], float] = time.monotonic,
+        transactions: int = 3,
     ) -> None:
         self.topic = topic
         self._config = dict(config)
         self._config.setdefault("error_cb", self._on_error)
-        # One id per process and start: the transactions only make each request
-        # all-or-nothing; there is no earlier instance to fence.
-        self._config.setdefault("transactional.id", _transactional_id())
+        # Delivery reports of failed records only: a report is a Python call in
+        # the publishing thread, which has to take the GIL from the event loop
+        # for it (up to the 5 ms switch interval each time the loop is busy);
+        # success is known from flush() leaving nothing outstanding.
+        self._config.setdefault("delivery.report.only.error", True)
+        # One id per producer, process and start (_slot_config): the transactions
+        # only make each request all-or-nothing; there is no earlier instance to fence.
         # Above message.timeout.ms (librdkafka requires it), so a stuck
         # transaction is aborted by the broker only after its records timed out.
         self._config.setdefault("transaction.timeout.ms", int(delivery_timeout_s * 1000) + 30_000)
@@ -134,24 +144,36 @@ class Publisher:
         # waiting out the delivery timeout; after it, requests try Kafka again.
         self._down_until = 0.0
         self._factory = producer_factory
-        self._producer = producer_factory(self._config)
-        self._ready_for_transactions = False
         self._queue: list[_Request] = []
-        self._wakeup = threading.Condition()
+        self._lock = threading.Lock()
+        self._slots = [_Slot(self, i, self._lock) for i in range(max(1, transactions))]
+        # The first producer exists from the start (readiness probes use it).
+        self._slots[0].producer = producer_factory(self._slot_config())
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._running = False
-        self._left = 0
+
+    @property
+    def _producer(self) -> Producer:
+        """The first producer: the one readiness probes ask."""
+        producer = self._slots[0].producer
+        assert producer is not None
+        return producer
+
+    def _slot_config(self) -> dict[str, Any]:
+        """The configuration of a new producer: a transactional id of its own."""
+        config = dict(self._config)
+        config["transactional.id"] = _transactional_id()
+        return config
 
     def _on_error(self, err: KafkaError) -> None:
         log.warning("kafka_client_error", error=str(err), code=err.code())
 
     async def start(self) -> None:
-        """Start the publishing thread, bound to the running loop."""
+        """Start the publishing threads, bound to the running loop."""
         self._loop = asyncio.get_running_loop()
         self._running = True
-        self._thread = threading.Thread(target=self._run, name="kafka-publish", daemon=True)
-        self._thread.start()
+        for slot in self._slots:
+            slot.start()
 
     async def publish(self, records: Sequence[Record]) -> None:
         """Publish ``records`` in a transaction; return once committed, else raise PublishError.
@@ -166,80 +188,14 @@ class Publisher:
         if not self._running:
             raise self._unavailable("the endpoint is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._wakeup:
+        with self._lock:
             self._queue.append(_Request(records, future))
-            self._wakeup.notify()
+            # The first idle producer takes it; if none is idle, the first to finish.
+            for slot in self._slots:
+                if not slot.busy:
+                    slot.wakeup.notify()
+                    break
         await future
-
-    # -- the publishing thread -------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            with self._wakeup:
-                while not self._queue and self._running:
-                    self._wakeup.wait(_IDLE_WAIT_S)
-                batch, self._queue = self._queue, []
-            if not batch:
-                return  # closed, nothing left
-            self._publish_batch(batch)
-
-    def _publish_batch(self, batch: list[_Request]) -> None:
-        """One transaction for ``batch``: every request committed, or every one failed."""
-        producer = self._producer
-        deadline = time.monotonic() + self._timeout
-        try:
-            if not self._ready_for_transactions:
-                producer.init_transactions(self._timeout)
-                self._ready_for_transactions = True
-            producer.begin_transaction()
-            for request in batch:
-                for rec in request.records:
-                    self._produce(rec, request, deadline)
-            left = producer.flush(max(0.0, deadline - time.monotonic()))
-            failed = next((r.error for r in batch if r.error is not None), None)
-            if left or failed is not None:
-                self._abort(batch, failed or KafkaError(KafkaError._MSG_TIMED_OUT))
-                return
-            producer.commit_transaction(max(1.0, deadline - time.monotonic()))
-        except KafkaException as exc:
-            self._abort(batch, exc.args[0])
-            return
-        except _QueueFull:
-            self._abort(batch, KafkaError(KafkaError._QUEUE_FULL))
-            return
-        self._settle(batch, None)
-
-    def _produce(self, rec: Record, request: _Request, deadline: float) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    self.topic, rec.value, rec.key, on_delivery=request.delivered
-                )
-                return
-            except BufferError:
-                if time.monotonic() > deadline:
-                    raise _QueueFull from None
-                self._producer.poll(_QUEUE_FULL_WAIT_S)
-
-    def _abort(self, batch: list[_Request], error: KafkaError) -> None:
-        """Abort the open transaction (if any) so none of ``batch`` becomes visible; fail them."""
-        try:
-            self._producer.abort_transaction(min(self._timeout, _ABORT_TIMEOUT_S))
-        except KafkaException as exc:
-            reason = exc.args[0]
-            if not (isinstance(reason, KafkaError) and reason.code() == KafkaError._STATE):
-                # Could not abort (broker gone, or a fatal error): start over with a
-                # new producer; the broker aborts the old transaction on its timeout.
-                log.warning("transaction_abort_failed", error=str(reason))
-                self._restart_producer()
-        self._settle(batch, error)
-
-    def _restart_producer(self) -> None:
-        with contextlib.suppress(Exception):
-            self._producer.flush(0)
-        self._config["transactional.id"] = _transactional_id()
-        self._producer = self._factory(self._config)
-        self._ready_for_transactions = False
 
     def _settle(self, batch: list[_Request], error: KafkaError | None) -> None:
         if self._loop is not None:
@@ -287,19 +243,133 @@ class Publisher:
         return await asyncio.to_thread(probe)
 
     async def close(self, timeout: float = 10.0) -> int:
-        """Publish what is queued (up to ``timeout``), stop the thread; return records left."""
-        with self._wakeup:
+        """Publish what is queued (up to ``timeout``), stop the threads; return records left."""
+        with self._lock:
             self._running = False
-            self._wakeup.notify()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, timeout)
-        with self._wakeup:
+            for slot in self._slots:
+                slot.wakeup.notify()
+
+        def join() -> None:
+            deadline = time.monotonic() + timeout
+            for slot in self._slots:
+                if slot.thread is not None:
+                    slot.thread.join(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(join)
+        with self._lock:
             left, self._queue = self._queue, []
         return sum(len(r.records) for r in left)
 
 
 def _transactional_id() -> str:
     return f"eventsieve-endpoint-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class _Slot:
+    """One transactional producer and the thread that runs its transactions.
+
+    Slot ``i`` takes waiting requests only while every slot before it is busy
+    (``publish`` wakes the first idle one), so under light load every
+    transaction runs on the first producer and the others are never created.
+    """
+
+    def __init__(self, publisher: Publisher, index: int, lock: threading.Lock) -> None:
+        self.publisher = publisher
+        self.index = index
+        self.wakeup = threading.Condition(lock)
+        self.busy = False
+        self.producer: Producer | None = None
+        self.ready_for_transactions = False
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        name = f"kafka-publish-{self.index}"
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        pub = self.publisher
+        slots = pub._slots
+        while True:
+            with self.wakeup:
+                while pub._running and not (
+                    pub._queue and all(s.busy for s in slots[: self.index])
+                ):
+                    self.wakeup.wait(_IDLE_WAIT_S)
+                if not pub._queue:
+                    return  # closed, nothing left
+                batch, pub._queue = pub._queue, []
+                self.busy = True
+            try:
+                error = self._publish_batch(batch)
+            finally:
+                with self.wakeup:
+                    # Idle again before the answers go out: a client's next request
+                    # finds this producer free (the first one stays preferred).
+                    self.busy = False
+            pub._settle(batch, error)
+
+    def _publish_batch(self, batch: list[_Request]) -> KafkaError | None:
+        """One transaction for ``batch``: None when every request is committed, else the error."""
+        pub = self.publisher
+        if self.producer is None:
+            self.producer = pub._factory(pub._slot_config())
+        producer = self.producer
+        timeout = pub._timeout
+        deadline = time.monotonic() + timeout
+        try:
+            if not self.ready_for_transactions:
+                producer.init_transactions(timeout)
+                self.ready_for_transactions = True
+            producer.begin_transaction()
+            produce, topic = producer.produce, pub.topic
+            for request in batch:
+                for rec in request.records:
+                    try:
+                        produce(topic, rec.value, rec.key, on_delivery=request.delivered)
+                    except BufferError:
+                        self._produce_when_room(rec, request, deadline)
+            left = producer.flush(max(0.0, deadline - time.monotonic()))
+            failed = next((r.error for r in batch if r.error is not None), None)
+            if left or failed is not None:
+                return self._abort(failed or KafkaError(KafkaError._MSG_TIMED_OUT))
+            producer.commit_transaction(max(1.0, deadline - time.monotonic()))
+        except KafkaException as exc:
+            return self._abort(exc.args[0])
+        except _QueueFull:
+            return self._abort(KafkaError(KafkaError._QUEUE_FULL))
+        return None
+
+    def _produce_when_room(self, rec: Record, request: _Request, deadline: float) -> None:
+        """Produce once librdkafka's local queue has room, or raise _QueueFull at ``deadline``."""
+        assert self.producer is not None
+        while True:
+            self.producer.poll(_QUEUE_FULL_WAIT_S)
+            try:
+                self.producer.produce(
+                    self.publisher.topic, rec.value, rec.key, on_delivery=request.delivered
+                )
+                return
+            except BufferError:
+                if time.monotonic() > deadline:
+                    raise _QueueFull from None
+
+    def _abort(self, error: KafkaError) -> KafkaError:
+        """Abort the open transaction (if any) so none of its records becomes visible."""
+        assert self.producer is not None
+        try:
+            self.producer.abort_transaction(min(self.publisher._timeout, _ABORT_TIMEOUT_S))
+        except KafkaException as exc:
+            reason = exc.args[0]
+            if not (isinstance(reason, KafkaError) and reason.code() == KafkaError._STATE):
+                # Could not abort (broker gone, or a fatal error): start over with a
+                # new producer; the broker aborts the old transaction on its timeout.
+                log.warning("transaction_abort_failed", error=str(reason))
+                with contextlib.suppress(Exception):
+                    self.producer.flush(0)
+                self.producer = self.publisher._factory(self.publisher._slot_config())
+                self.ready_for_transactions = False
+        return error
 
 
 class _QueueFull(Exception):
