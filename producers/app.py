@@ -96,36 +96,113 @@ class Endpoint:
     failed_auth: FailedAuthLimiter
     salts: KafkaDailySalts | FixedSalts
     clock: Clock = utc_now
+    body_deadlines: BodyDeadlines | None = None
+
+    def __post_init__(self) -> None:
+        if self.body_deadlines is None:
+            self.body_deadlines = BodyDeadlines(self.limits.body_timeout_s)
 
     @property
     def context(self) -> ParseContext:
         return ParseContext(self.directory, self.settings.server.max_batch_events)
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int, timeout_s: float) -> bytes:
+class BodyDeadlines:
+    """Cancels requests still reading their body ``timeout_s`` after they began.
+
+    One timer for every request of a process, firing every ``period_s`` while
+    any request is reading, instead of a timer armed and cancelled per request
+    (``asyncio.timeout``): most bodies are complete when the handler starts,
+    and the per-request timer cost more than reading them. A deadline is
+    honoured within ``period_s`` (a quarter of the timeout, at most 1 s).
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.period_s = min(1.0, max(0.05, timeout_s / 4))
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def begin(self, task: asyncio.Task[Any]) -> None:
+        """``task`` starts reading a body now."""
+        self._reading[task] = time.monotonic() + self.timeout_s
+        if self._timer is None or self._loop is not task.get_loop():
+            self._loop = task.get_loop()
+            self._timer = self._loop.call_later(self.period_s, self._sweep)
+
+    def end(self, task: asyncio.Task[Any]) -> None:
+        """``task`` has its body (or gave up)."""
+        self._reading.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (and clears that mark)."""
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _sweep(self) -> None:
+        self._timer = None
+        now = time.monotonic()
+        for task, deadline in list(self._reading.items()):
+            if deadline <= now:
+                del self._reading[task]
+                self._expired.add(task)
+                task.cancel()
+        if self._reading and self._loop is not None and not self._loop.is_closed():
+            self._timer = self._loop.call_later(self.period_s, self._sweep)
+
+
+async def read_body(
+    scope: Scope,
+    receive: Receive,
+    limit: int,
+    timeout_s: float,
+    deadlines: BodyDeadlines | None = None,
+) -> bytes:
     """The request body, refusing more than ``limit`` bytes (declared or streamed)
-    or a body that takes longer than ``timeout_s`` to arrive."""
+    or a body that takes longer than ``timeout_s`` to arrive (``deadlines``, when
+    given, enforces it; else a timer of this request's own)."""
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise _TooLarge
+    if deadlines is None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await _read_chunks(receive, limit)
+        except TimeoutError:
+            raise _TimedOut from None
+    task = asyncio.current_task()
+    assert task is not None
+    deadlines.begin(task)
+    try:
+        return await _read_chunks(receive, limit)
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            task.uncancel()
+            raise _TimedOut from None
+        raise
+    finally:
+        deadlines.end(task)
+
+
+async def _read_chunks(receive: Receive, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    try:
-        async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise _Disconnected
-                chunk = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > limit:
-                        raise _TooLarge
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    except TimeoutError:
-        raise _TimedOut from None
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _REASON_LABELS = frozenset(
@@ -173,6 +250,7 @@ class RouteHandler:
         self._accepted = endpoint.metrics.accepted.labels(self.source)
         self.latency = endpoint.metrics.request_seconds.labels(route.label)
         self._answered: dict[int, Any] = {}
+        self.deadlines = endpoint.body_deadlines
 
     def answered(self, status: int) -> None:
         """Count one answer with ``status``."""
@@ -192,12 +270,15 @@ class RouteHandler:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         # Failed authentication is counted per client, which behind a trusted
         # proxy is the forwarded address, not the proxy's.
-        address, _ = client_ip(peer, headers.get("x-forwarded-for"), self.endpoint.trusted)
+        client = client_ip(peer, headers.get("x-forwarded-for"), self.endpoint.trusted)
+        address = client[0]
         wait = self.endpoint.failed_auth.wait(address)
         if wait > 0:
             return self.rejected(self.route.errors.rate_limited(retry_after_seconds(wait)))
         try:
-            body = await read_body(scope, receive, self.max_body, limits.body_timeout_s)
+            body = await read_body(
+                scope, receive, self.max_body, limits.body_timeout_s, self.deadlines
+            )
         except _TooLarge:
             return self.rejected(self.route.errors.too_large(self.max_body))
         except _TimedOut:
@@ -219,8 +300,8 @@ class RouteHandler:
             key = None
         try:
             if not key:
-                return _answer(await self.process(http, peer))
-            return await self._idempotent(http, peer, key)
+                return _answer(await self.process(http, peer, client))
+            return await self._idempotent(http, peer, key, client)
         except Rejection as rejection:
             if rejection.status in (401, 403):
                 self.endpoint.failed_auth.failed(address)
@@ -232,8 +313,13 @@ class RouteHandler:
         self.endpoint.metrics.rejected.labels(self.source, reason).inc()
         return _answer(rejection)
 
-    async def process(self, http: HttpRequest, peer: str | None) -> Reply:
-        """Parse, rate-limit, publish; the reply once Kafka acknowledged every record."""
+    async def process(
+        self, http: HttpRequest, peer: str | None, client: tuple[str | None, bool] | None = None
+    ) -> Reply:
+        """Parse, rate-limit, publish; the reply once Kafka acknowledged every record.
+
+        ``client`` is ``client_ip`` of the request when the caller already has it.
+        """
         route, endpoint = self.route, self.endpoint
         try:
             parsed = route.parse(http, self.ctx)
@@ -251,7 +337,7 @@ class RouteHandler:
             wait = endpoint.limiter.acquire(project_id, count, credential.value)
             if wait > 0:
                 raise route.errors.rate_limited(retry_after_seconds(wait))
-        edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted)
+        edge = edge_context(peer, http.headers, http.received_at, endpoint.trusted, client=client)
         if parsed.from_server:
             edge = edge.of_server()
         try:
@@ -288,7 +374,9 @@ class RouteHandler:
                 "events", total, limits.max_request_record_bytes
             )
 
-    async def _idempotent(self, http: HttpRequest, peer: str | None, key: str) -> Answer:
+    async def _idempotent(
+        self, http: HttpRequest, peer: str | None, key: str, client: tuple[str | None, bool]
+    ) -> Answer:
         store = self.endpoint.idempotency
         scope = scope_key(self.route.path, http.header("authorization"), key)
         begin = await store.begin(scope, fingerprint(http.body))
@@ -297,7 +385,7 @@ class RouteHandler:
         if begin.state == "replay" and begin.reply is not None:
             return _answer(begin.reply, {"idempotent-replayed": "true"})
         try:
-            reply = await self.process(http, peer)
+            reply = await self.process(http, peer, client)
         except BaseException:
             store.abandon(scope)
             raise

@@ -79,6 +79,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=65_536)
+def _ip_text(text: str) -> str | None:
+    """The address of ``_ip(text)`` as text (cached: ``str()`` of an address is slow)."""
+    address = _ip(text)
+    return str(address) if address is not None else None
+
+
 def _trusted(address: object, networks: tuple[IpNetwork, ...]) -> bool:
     return any(address in net for net in networks)
 
@@ -92,8 +99,10 @@ def client_ip(
     further trusted proxies; the first untrusted address is the client (the
     leftmost entries are whatever the client wrote, so they are not believed).
     """
+    if not trusted:
+        return (_ip_text(peer) or peer) if peer else peer, False
     peer_ip = _ip(peer) if peer else None
-    if peer_ip is None or not trusted or not _trusted(peer_ip, trusted):
+    if peer_ip is None or not _trusted(peer_ip, trusted):
         return (str(peer_ip) if peer_ip else peer), False
     if not forwarded_for:
         return str(peer_ip), True
@@ -113,9 +122,17 @@ def edge_context(
     headers: Mapping[str, str],
     received_at: datetime,
     trusted: tuple[IpNetwork, ...] = (),
+    *,
+    client: tuple[str | None, bool] | None = None,
 ) -> EdgeContext:
-    """Everything the edge records about a request, from its peer and lower-case headers."""
-    ip, via_proxy = client_ip(peer, headers.get("x-forwarded-for"), trusted)
+    """Everything the edge records about a request, from its peer and lower-case headers.
+
+    ``client`` is ``client_ip(peer, X-Forwarded-For, trusted)`` when the caller
+    already has it.
+    """
+    if client is None:
+        client = client_ip(peer, headers.get("x-forwarded-for"), trusted)
+    ip, via_proxy = client
     classification = next(
         (v.strip().lower() for h in _IP_TYPE_HEADERS if (v := headers.get(h))), None
     )

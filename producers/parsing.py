@@ -7,9 +7,11 @@ body. Nothing here knows about HTTP status codes.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -28,6 +30,16 @@ class Invalid(Exception):
 # Deliberately simple: one @, no spaces, a dot in the domain. Stricter checks
 # refuse real addresses; looser ones accept obvious garbage like "a@b".
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@functools.lru_cache(maxsize=16_384)
+def url_host(url: str) -> str | None:
+    """The host of a URL (lower-case, as ``urlsplit`` gives it), or None when it has
+    none or is malformed. Cached: pages repeat, and ``.hostname`` costs ~2.5 µs."""
+    try:
+        return urlsplit(url).hostname or None
+    except ValueError:
+        return None
 
 
 def decode_object(body: bytes, field: str = "body") -> JsonObject:

@@ -14,10 +14,10 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from urllib.parse import urlsplit
 
 from producers.edge import EdgeContext
 from producers.model import Submission
+from producers.parsing import url_host
 from producers.salts import SaltSource
 from schemas.canonical import topic_key, user_key, visitor_id_with
 from schemas.codecs import encode_raw
@@ -34,17 +34,37 @@ class Record:
     event: RawEvent
 
 
+# Event ids made at a time: one os.urandom call (a system call) serves this many.
+_IDS_PER_REFILL = 256
+_ids: list[str] = []
+
+
+def _uuid4_text(raw: bytes) -> str:
+    b = bytearray(raw)
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def new_event_id() -> str:
     """A random UUID4 as text, like ``schemas.events.new_event_id``.
 
     Built from 16 random bytes with the version/variant bits set, skipping
-    ``uuid.UUID``'s validation: 2.8 µs instead of 6.1 µs, once per event.
+    ``uuid.UUID``'s validation (2.8 µs instead of 6.1 µs), and taken from ids
+    made 256 at a time from one ``os.urandom`` read, so the system call is not
+    paid per event. ``list.pop`` is atomic, so threads never share an id; the
+    list is emptied in a forked child, which must not repeat its parent's ids.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
-    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    try:
+        return _ids.pop()
+    except IndexError:
+        pool = os.urandom(16 * _IDS_PER_REFILL)
+        _ids.extend(_uuid4_text(pool[i : i + 16]) for i in range(16, len(pool), 16))
+        return _uuid4_text(pool[:16])
+
+
+os.register_at_fork(after_in_child=_ids.clear)
 
 
 def to_ms(moment: datetime) -> int:
@@ -56,7 +76,7 @@ def _domain(submission: Submission, project_id: str) -> str:
     if submission.domain:
         return submission.domain
     if submission.url:
-        host = urlsplit(submission.url).hostname
+        host = url_host(submission.url)
         if host:
             return host
     return project_id

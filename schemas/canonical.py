@@ -253,4 +253,5 @@ def visitor_id_with(salt: bytes, ip: str, user_agent: str, domain: str) -> str:
     once a day's salt is gone its visitor ids reverse to nothing.
     """
     message = f"{domain}\0{ip}\0{user_agent}".encode()
-    return hmac.new(salt, message, hashlib.sha256).digest()[:16].hex()
+    # hmac.digest: the same HMAC in one C call, without an HMAC object per event.
+    return hmac.digest(salt, message, "sha256")[:16].hex()

@@ -19,13 +19,11 @@ user agent are the backend's, not a visitor's (``EdgeContext.of_server``).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_header
 from producers.apis.common import string_map, user_data
 from producers.errors import Rejection
 from producers.model import OUTBOUND_LINK, PAGEVIEW, HttpRequest, Parsed, Reply, Submission
-from producers.parsing import Invalid, decode_object, optional_str, required_str
+from producers.parsing import Invalid, decode_object, optional_str, required_str, url_host
 from producers.projects import sanitize_hostname
 from schemas.reasons import EventKind, Source
 
@@ -109,10 +107,7 @@ def _domain(request: HttpRequest, url: str | None) -> str | None:
     """The site: the page URL's host, else the browser's ``Origin`` (``V-Host`` is the hub's)."""
     for candidate in (url, request.header("origin")):
         if candidate:
-            try:
-                host = urlsplit(candidate).hostname
-            except ValueError:
-                host = None
+            host = url_host(candidate)
             if host:
                 return sanitize_hostname(host)
     return None
