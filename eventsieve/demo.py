@@ -81,7 +81,9 @@ def script(run_id: str) -> Script:
     accepted: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
 
-    def plausible(label: str, name: str, path: str, ua: str, status: int = 202, **extra: Any):
+    def plausible(
+        label: str, name: str, path: str, ua: str, status: int = 202, **extra: Any
+    ) -> None:
         body = {"n": name, "u": f"https://{DOMAIN}{path}?run={r}", "d": DOMAIN, **extra}
         # A run-unique user agent gives each run its own anonymous visitors.
         headers = {"User-Agent": f"{ua} demo/{r}", "Content-Type": "text/plain"}
@@ -138,7 +140,7 @@ def script(run_id: str) -> Script:
     # campaign, and an order confirmed twice (from two users) plus another order.
     reader = {"_id": f"demo-{r}-cy"}
 
-    def vtcdn(label: str, user: dict[str, str], event: dict[str, Any], status: int = 200):
+    def vtcdn(label: str, user: dict[str, str], event: dict[str, Any], status: int = 200) -> None:
         body = {"user": user, "event": event}
         calls.append(Call(label, "POST", "/v1/event/", status, json=body, headers=vtcdn_auth))
 

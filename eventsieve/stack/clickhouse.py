@@ -146,7 +146,8 @@ class ClickHouseServer:
         """True when the server answers ``SELECT 1``."""
         client = self.client()
         try:
-            return client.execute("SELECT 1") == [(1,)]
+            answer: list[tuple[int]] = client.execute("SELECT 1")
+            return answer == [(1,)]
         except (ClickHouseDriverError, OSError, EOFError):
             return False
         finally:
