@@ -162,13 +162,23 @@ def load(bootstrap: str, topic: str, recs: list[tuple[int, bytes, bytes]]) -> No
     print(f"loaded {len(recs):,} raw events in {time.perf_counter() - started:.1f}s")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux /proc), 0 if unknown."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of process ``pid``'s threads so far, by kind: the main thread (where
+    the Python code runs), librdkafka's threads (``rdk:*``) and the rest (RocksDB, ...)."""
+    out = {"main": 0.0, "librdkafka": 0.0, "other": 0.0}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if task.name == str(pid):
+            kind = "main"
+        else:
+            kind = "librdkafka" if name.startswith("rdk:") else "other"
+        out[kind] += (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 def load_average() -> str:
@@ -227,7 +237,8 @@ def end_to_end(
     consumer.subscribe([topics.clean, topics.dropped, topics.dlq])
     decided = 0
     first = last = None
-    cpu_first = cpu_last = 0.0
+    threads_first: dict[str, float] = {}
+    threads_last: dict[str, float] = {}
     decided_first = 0
     spawned = time.perf_counter()
     try:
@@ -241,10 +252,11 @@ def end_to_end(
                     decided += 1
                     now = time.perf_counter()
                     if first is None:
-                        first, cpu_first, decided_first = now, cpu_seconds(worker.pid), decided
+                        first, decided_first = now, decided
+                        threads_first = thread_cpu(worker.pid)
                     last = now
             if first is not None:
-                cpu_last = cpu_seconds(worker.pid)
+                threads_last = thread_cpu(worker.pid)
     finally:
         consumer.close()
         worker.send_signal(signal.SIGTERM)
@@ -263,15 +275,29 @@ def end_to_end(
             f"  steady state: {decided / (last - first):,.0f} events/s over {last - first:.1f}s "
             f"(one worker process, {topics.partitions} partitions); load average {load_average()}"
         )
-        if cpu_last > cpu_first:
-            # CPU seconds of the worker process (its librdkafka threads included)
-            # per decision: less sensitive to the machine's load than the rate.
-            per_event = (cpu_last - cpu_first) / max(1, decided - decided_first) * 1e6
-            print(f"  worker CPU: {per_event:,.1f} µs per event ({1e6 / per_event:,.0f}/s a core)")
+        print_cpu(max(1, decided - decided_first), threads_first, threads_last)
         if engine == "kafka":
             restore_rate(bootstrap, settings.model_copy(update={"topics": topics}), env)
     finally:
         _delete_topics(bootstrap, prefix)
+
+
+def print_cpu(count: int, first: dict[str, float], last: dict[str, float]) -> None:
+    """The worker's CPU per event (its librdkafka threads included), and by thread.
+
+    Less sensitive to the machine's load than the rate.
+    """
+    seconds = sum(last.values()) - sum(first.values())
+    if seconds <= 0:
+        return
+    per_event = seconds / count * 1e6
+    split = ", ".join(
+        f"{kind} {(last[kind] - first.get(kind, 0.0)) / count * 1e6:,.1f}" for kind in last
+    )
+    print(
+        f"  worker CPU: {per_event:,.1f} µs per event ({1e6 / per_event:,.0f}/s a core); "
+        f"by thread: {split}"
+    )
 
 
 def profile_engine(settings: Settings, recs: list[tuple[int, bytes, bytes]]) -> None:
