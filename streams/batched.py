@@ -8,6 +8,12 @@ transaction (one record per key per batch) and, once the transaction has
 committed, calls ``committed(offset)`` to apply them to the store. An aborted
 batch calls ``discard()``: the store never saw it.
 
+While a batch's transaction commits, the engine decides the next one: it
+``seal()`` s the batch first, which moves ``pending`` to ``sealed``. Reads
+see ``pending``, then ``sealed``, then the store; ``committed(offset)`` then
+applies the sealed batch. If that commit fails, ``discard()`` forgets both:
+the next batch was decided against state that never became true.
+
 Values are ``orjson([expires_at, value])``. Expiry follows event time: the
 partition's watermark is the newest event time decided on it, kept in the
 store and the changelog (``WATERMARK``) so that after a restore the
@@ -42,22 +48,29 @@ def decode_entry(raw: bytes) -> Entry:
 class BatchedState:
     """One store partition as the rules see it during micro-batches."""
 
-    __slots__ = ("_index", "_watermark", "pending", "store")
+    __slots__ = ("_get", "_index", "_sealed_records", "_watermark", "pending", "sealed", "store")
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._get = store.get
         self.pending: dict[bytes, Entry | None] = {}
+        # The batch whose commit is in flight, if it changed anything.
+        self.sealed: dict[bytes, Entry | None] | None = None
+        self._sealed_records: dict[bytes, bytes | None] = {}
         self._index: ExpiryIndex | None = None
         self._watermark: int | None = None
 
     def get(self, key: str) -> Value | None:
         raw = key.encode()
-        pending = self.pending
-        if raw in pending:
-            entry = pending[raw]
-            return None if entry is None else entry[1]
-        stored = self.store.get(raw)
-        return None if stored is None else orjson.loads(stored)[1]
+        sealed = self.sealed
+        if raw in self.pending:
+            entry = self.pending[raw]
+        elif sealed is not None and raw in sealed:
+            entry = sealed[raw]
+        else:
+            stored = self._get(raw)
+            return None if stored is None else orjson.loads(stored)[1]
+        return None if entry is None else entry[1]
 
     def put(self, key: str, value: Value, expires_at: int) -> None:
         self.pending[key.encode()] = (expires_at, value)
@@ -100,22 +113,51 @@ class BatchedState:
         for key, entry in self.pending.items():
             yield key, None if entry is None else encode_entry(*entry)
 
+    def seal(self) -> list[tuple[bytes, bytes | None]]:
+        """Close the batch (its commit starts): its changelog records, and later
+        writes belong to the next batch. A batch that changed nothing is not
+        sealed (there is nothing to commit). The previous sealed batch must be
+        committed first."""
+        if self.sealed is not None:
+            raise RuntimeError("the previous batch is still being committed")
+        if not self.pending:
+            return []
+        records = dict(self.changes())
+        self.sealed, self.pending = self.pending, {}
+        self._sealed_records = records
+        return list(records.items())
+
     def committed(self, offset: int) -> None:
-        """The batch's changelog records are committed up to ``offset``: apply them."""
-        if self.pending:
-            self.store.write(dict(self.changes()), offset)
-            self.pending.clear()
+        """The batch's changelog records are committed up to ``offset``: apply them.
+
+        The sealed batch if there is one, else the open one.
+        """
+        if self.sealed is not None:
+            records, self._sealed_records = self._sealed_records, {}
+            self.sealed = None
+        elif self.pending:
+            records = dict(self.changes())
+            self.pending = {}
+        else:
+            return
+        self.store.write(records, offset)
 
     def discard(self) -> None:
-        """Forget the batch (its transaction was aborted); rebuild indexes from the store."""
+        """Forget the batches not committed (their transaction was aborted, or the one
+        they were decided after); rebuild indexes from the store."""
         self.pending.clear()
+        self.sealed = None
+        self._sealed_records = {}
         self._index = None
         self._watermark = None
 
     def _entry(self, key: bytes) -> Entry | None:
+        sealed = self.sealed
         if key in self.pending:
             return self.pending[key]
-        raw = self.store.get(key)
+        if sealed is not None and key in sealed:
+            return sealed[key]
+        raw = self._get(key)
         return None if raw is None else decode_entry(raw)
 
     def _expiry(self) -> ExpiryIndex:
@@ -125,9 +167,10 @@ class BatchedState:
             for key, raw in self.store.items():
                 if key != WATERMARK:
                     index.push(decode_entry(raw)[0], key.decode())
-            for key, entry in self.pending.items():
-                if entry is not None and key != WATERMARK:
-                    index.push(entry[0], key.decode())
+            for batch in (self.sealed or {}, self.pending):
+                for key, entry in batch.items():
+                    if entry is not None and key != WATERMARK:
+                        index.push(entry[0], key.decode())
             self._index = index
         return self._index
 

@@ -6,21 +6,30 @@ micro-batch is up to ``batch_size`` records or ``batch_interval_ms``, and one
 transaction. The commit order, for every batch:
 
 1. each record is decided by the ``Processor`` against its partition's
-   ``BatchedState`` (reads see the store plus the batch's writes) and its
-   outputs (clean, dropped, dlq, orders, re-key) are produced in the
-   transaction as it is decided;
-2. the batch's state changes go to the changelog topics, one record per key;
-3. the producer is flushed, the input offsets (the next offset to read per
-   partition) are sent to the transaction with the consumer's group metadata;
-4. the transaction commits: outputs, changelog and offsets become visible
-   together, or none of them;
-5. only then the local stores apply the changes, with the changelog offset
-   they reach (a crash before this step leaves a store behind its changelog,
-   never ahead; the next assignment catches it up).
+   ``BatchedState`` (reads see the store plus the batch's writes, and those
+   of the batch before while its commit is in flight) and its outputs
+   (clean, dropped, dlq, orders, re-key) are kept in order;
+2. once the previous batch's transaction has committed (and the stores have
+   applied it, step 6), a transaction begins and the outputs are produced;
+3. the batch's state changes go to the changelog topics, one record per key;
+4. in a background thread: the producer is flushed, the input offsets (the
+   next offset to read per partition) are sent to the transaction with the
+   consumer's group metadata, and the transaction commits: outputs,
+   changelog and offsets become visible together, or none of them;
+5. meanwhile this thread consumes and decides the next batch (step 1);
+6. only when the commit has succeeded the local stores apply the changes,
+   with the changelog offset they reach (a crash before this step leaves a
+   store behind its changelog, never ahead; the next assignment catches it up).
 
-A failure before 4 aborts the transaction: the batch's state is discarded
-and the consumer rewinds to the batch's first offsets, so the same records
-are decided again against the same state. A fatal error (a producer fenced
+So a transaction's wait (the flush, the broker's commit) overlaps with the
+next batch's decisions, while outputs, changelog and offsets still commit
+together and no transaction is begun before the previous one ended.
+
+A failed commit aborts the transaction: the batch's state is discarded, and
+so are the decisions of the batch decided meanwhile (they assumed the failed
+one's state); the consumer rewinds to the failed batch's first offsets (and
+the next batch's, for partitions only it read), so the same records are
+decided again against the same state. A fatal error (a producer fenced
 by a newer instance) ends the process with a non-zero exit; a worker that
 lost its partitions while paused cannot commit (KIP-447: the offsets carry
 its stale group generation), so its batch is aborted, never written twice.
@@ -31,8 +40,10 @@ Readers of the outputs must read ``read_committed`` (librdkafka's default).
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import (
@@ -57,6 +68,7 @@ from eventsieve.services import kafka_bootstrap
 from streams.batched import BatchedState
 from streams.metrics import StreamMetrics
 from streams.names import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
+from streams.partitioning import partition_for
 from streams.processor import Outcome, Processor, Record, Sink
 from streams.restore import restore
 from streams.store import Store, StoreFactory
@@ -117,10 +129,21 @@ class Engine:
         self._store_of_changelog = {topic: name for name, topic in self.changelogs.items()}
         self.stores: dict[TP, Store] = {}  # (store name, partition) -> local store
         self.states: dict[TP, BatchedState] = {}
+        # The batch being decided: its outputs (topic, value, key, partition), in order.
+        self.outputs: list[tuple[str, bytes, bytes | None, int]] = []
         self.positions: dict[TP, int] = {}  # (topic, partition) -> next offset, this batch
         self.starts: dict[TP, int] = {}  # (topic, partition) -> first offset, this batch
+        # The batch whose transaction is committing (step 4), if any.
+        self.committing: Future[None] | None = None
+        self.committing_starts: dict[TP, int] = {}
+        self.committing_states: list[tuple[TP, BatchedState]] = []
+        self.committing_offsets: list[TopicPartition] = []
+        self.committing_group: Any = None
         self.changelog_offsets: dict[TP, int] = {}
+        self.partition_counts: dict[str, int] = {}  # output topic -> its partitions
         self.in_transaction = False
+        self._committer = ThreadPoolExecutor(1, thread_name_prefix="commit")
+        self._frozen = False
         self.stopping = False
         self.batches = 0
         self._next_lag_report = 0.0
@@ -139,8 +162,15 @@ class Engine:
         )
         try:
             self.producer.init_transactions(KAFKA_TIMEOUT_S)
+            topics = self.producer.list_topics(timeout=KAFKA_TIMEOUT_S).topics
         except KafkaException as exc:
             raise kafka_failure("initialising transactions", exc) from exc
+        # Outputs keyed without a partition go where librdkafka's murmur2_random
+        # partitioner would put them, computed here (cached per key) rather
+        # than by librdkafka for every record.
+        for topic in (*self.sink_topics.values(), *self.changelogs.values()):
+            if topic in topics and topics[topic].partitions:
+                self.partition_counts[topic] = len(topics[topic].partitions)
         self.consumer = Consumer(
             stream_consumer_config(
                 self.bootstrap,
@@ -163,7 +193,14 @@ class Engine:
         self.start()
         try:
             while not self.stopping:
-                self.step()
+                if self.step() and not self._frozen:
+                    # What the first records built (compiled codecs, parsers,
+                    # caches) lives as long as the process: out of the cyclic
+                    # collector's full passes, which otherwise walk it again
+                    # and again as records churn through objects.
+                    gc.collect()
+                    gc.freeze()
+                    self._frozen = True
         finally:
             self.close()
 
@@ -175,6 +212,10 @@ class Engine:
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close failed", error=repr(exc))
             self.consumer = None
+        if self.committing is not None:  # no consumer left to rewind: wait, apply or abort
+            with contextlib.suppress(KafkaFailure):
+                self._settle()
+        self._committer.shutdown()
         for store in self.stores.values():
             store.close()
         self.stores.clear()
@@ -183,7 +224,11 @@ class Engine:
     # -- one micro-batch ----------------------------------------------------
 
     def step(self) -> int:
-        """Consume one micro-batch, decide it and commit it; return the records decided."""
+        """Consume one micro-batch, decide it and start its commit; return the records decided.
+
+        The commit runs while the next call consumes and decides: records are
+        visible when it ends, not when this returns.
+        """
         messages = self.consumer.consume(self.batch_size, self.interval)
         decided = 0
         for message in messages:
@@ -195,8 +240,10 @@ class Engine:
                 continue
             self._decide(message)
             decided += 1
-        if self.in_transaction:
-            self._commit()
+        if not self._settle():
+            decided = 0  # rewound with the failed batch: decided again
+        elif self.positions:
+            self._send()
         self.metrics.flush()
         now = time.monotonic()
         if now >= self._next_lag_report:
@@ -219,6 +266,7 @@ class Engine:
                 gauge.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
 
     def _decide(self, message: Message) -> None:
+        """Step 1: decide one record; its outputs wait in ``outputs``."""
         topic = message.topic()
         partition = message.partition()
         offset = message.offset()
@@ -237,17 +285,17 @@ class Engine:
         outcome = decide(record, state)
         if outcome.event_time is not None:
             state.advance(outcome.event_time)
-        if not self.in_transaction:
-            self._begin()
         sink_topics = self.sink_topics
-        produce = self.producer.produce
+        counts = self.partition_counts
+        append = self.outputs.append
         for out in outcome.outputs:
             target = sink_topics[out.sink]
-            part = -1 if out.partition is None else out.partition
-            try:
-                produce(target, out.value, out.key, part)
-            except BufferError:  # the local queue is full: the slow path waits
-                self._produce(target, out.key, out.value, part)
+            part = out.partition
+            if part is None:
+                count = counts.get(target)
+                key = out.key
+                part = -1 if key is None or count is None else partition_for(key, count)
+            append((target, out.value, out.key, part))
         tp = (topic, partition)
         if tp not in self.starts:
             self.starts[tp] = offset
@@ -261,6 +309,41 @@ class Engine:
                 offset=offset,
                 error=outcome.error,
             )
+
+    def _send(self) -> None:
+        """Steps 2-4: begin, produce the batch and its changelog, commit in the background."""
+        try:
+            self._begin()
+            produce = self.producer.produce
+            for target, value, key, part in self.outputs:
+                try:
+                    produce(target, value, key, part)
+                except BufferError:  # the local queue is full: the slow path waits
+                    self._produce(target, key, value, part)
+            sealed = []
+            for (name, partition), state in self.states.items():
+                changes = state.seal()
+                if not changes:
+                    continue
+                sealed.append(((name, partition), state))
+                topic = self.changelogs[name]
+                for key, value in changes[:-1]:
+                    self._produce(topic, key, value, partition)
+                # One partition, one idempotent producer: records keep their
+                # order, so the last one's offset is the store's new offset.
+                key, value = changes[-1]
+                self._produce(topic, key, value, partition, self._changelog_delivered)
+        except KafkaException as exc:
+            self._abort(kafka_failure("producing a micro-batch", exc), self.starts)
+            return
+        self.committing_states = sealed
+        self.committing_starts = self.starts
+        self.committing_offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
+        self.committing_group = self.consumer.consumer_group_metadata()
+        self.committing = self._committer.submit(self._commit)
+        self.outputs = []
+        self.positions = {}
+        self.starts = {}
 
     def _begin(self) -> None:
         try:
@@ -296,44 +379,51 @@ class Engine:
                 self.changelog_offsets[key] = offset
 
     def _commit(self) -> None:
-        """Steps 2-5 of the commit order (module docstring)."""
-        try:
-            for (name, partition), state in self.states.items():
-                if state.pending:
-                    topic = self.changelogs[name]
-                    changes = list(state.changes())
-                    for key, value in changes[:-1]:
-                        self._produce(topic, key, value, partition)
-                    # One partition, one idempotent producer: records keep their
-                    # order, so the last one's offset is the store's new offset.
-                    key, value = changes[-1]
-                    self._produce(topic, key, value, partition, self._changelog_delivered)
-            if self.producer.flush(KAFKA_TIMEOUT_S):
-                raise KafkaFailure("outputs not delivered in time")
-            self._finish()
-        except KafkaException as exc:
-            self._abort(kafka_failure("committing a micro-batch", exc))
-            return
-        except KafkaFailure as failure:
-            self._abort(failure)
-            return
-        self.in_transaction = False
-        self.batches += 1
-        for key, state in self.states.items():
-            if state.pending:
-                state.committed(self.changelog_offsets[key])
-        self._reset_batch()
+        """Step 4, in the commit thread: flush, then offsets and commit (``_finish``)."""
+        if self.producer.flush(KAFKA_TIMEOUT_S):
+            raise KafkaFailure("outputs not delivered in time")
+        self._finish()
 
     def _finish(self) -> None:
         """Offsets into the transaction, then commit: everything of the batch becomes visible."""
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.positions.items()]
         self.producer.send_offsets_to_transaction(
-            offsets, self.consumer.consumer_group_metadata(), KAFKA_TIMEOUT_S
+            self.committing_offsets, self.committing_group, KAFKA_TIMEOUT_S
         )
         self.producer.commit_transaction(KAFKA_TIMEOUT_S)
 
-    def _abort(self, failure: KafkaFailure) -> None:
-        """Abort the batch: nothing of it is visible; decide its records again."""
+    def _settle(self) -> bool:
+        """Wait for the commit in flight; step 6 if it succeeded, else abort.
+
+        False when it failed: the batch decided meanwhile is dropped too, and
+        the consumer rewound to decide both again.
+        """
+        committing = self.committing
+        if committing is None:
+            return True
+        self.committing = None
+        try:
+            committing.result()
+        except KafkaException as exc:
+            self._abort(kafka_failure("committing a micro-batch", exc), self.committing_starts)
+            return False
+        except KafkaFailure as failure:
+            self._abort(failure, self.committing_starts)
+            return False
+        self.in_transaction = False
+        self.batches += 1
+        for key, state in self.committing_states:
+            state.committed(self.changelog_offsets[key])
+        self.committing_states = []
+        self.committing_starts = {}
+        self.changelog_offsets.clear()
+        return True
+
+    def _abort(self, failure: KafkaFailure, starts: dict[TP, int]) -> None:
+        """Abort the transaction: nothing of it is visible; decide its records again.
+
+        ``starts``: the first offsets of the batch in the transaction; the
+        batch being decided, if any, is dropped and rewound as well.
+        """
         if failure.fatal:
             log.error("fatal Kafka error; exiting so the worker restarts", error=str(failure))
             raise failure
@@ -345,15 +435,15 @@ class Engine:
         self.in_transaction = False
         for state in self.states.values():
             state.discard()
-        for (topic, partition), offset in self.starts.items():
+        for (topic, partition), offset in {**self.starts, **starts}.items():
             # A partition no longer ours fails to seek: its new owner starts at the commit.
             with contextlib.suppress(KafkaException):
                 self.consumer.seek(TopicPartition(topic, partition, offset))
-        self._reset_batch()
-
-    def _reset_batch(self) -> None:
-        self.positions.clear()
-        self.starts.clear()
+        self.outputs = []
+        self.positions = {}
+        self.starts = {}
+        self.committing_states = []
+        self.committing_starts = {}
         self.changelog_offsets.clear()
 
     # -- rebalances (called inside consume) ---------------------------------
@@ -365,6 +455,7 @@ class Engine:
         partitions not in the assignment are closed; stores kept across the
         rebalance only read what was committed since their recorded offset.
         """
+        self._settle()  # the stores below are the committed state
         wanted = {(self.inputs[tp.topic][0], tp.partition) for tp in partitions}
         for key in [k for k in self.stores if k not in wanted]:
             self.stores.pop(key).close()
@@ -382,13 +473,13 @@ class Engine:
         )
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """Commit the open batch before the partitions go (stores stay open for a re-assign)."""
-        if self.in_transaction:
-            self._commit()
+        """Finish the commit in flight before the partitions go (stores stay open for a
+        re-assign). No batch is being decided here: callbacks run inside ``consume``."""
+        self._settle()
         log.info("partitions revoked", count=len(partitions))
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
-        """The group moved on without us: the open batch cannot commit, abort it."""
-        if self.in_transaction:
-            self._abort(KafkaFailure("partitions lost"))
+        """The group moved on without us: the commit in flight fails (its offsets carry
+        a stale generation) and is aborted; one that made it before stands."""
+        self._settle()
         log.warning("partitions lost", count=len(partitions))

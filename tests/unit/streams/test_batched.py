@@ -60,6 +60,48 @@ def test_an_aborted_batch_leaves_no_trace(store: Store) -> None:
     assert store.offset() == 1
 
 
+def test_the_next_batch_reads_the_sealed_one_and_commits_apart(store: Store) -> None:
+    state = BatchedState(store)
+    state.put("a", [1], T0 + 100)
+    sealed = state.seal()  # its transaction commits while the next batch is decided
+    assert [key for key, _ in sealed] == [b"a"]
+    assert state.get("a") == [1]
+    state.put("a", [2], T0 + 200)
+    state.put("b", [3], T0 + 200)
+    assert state.get("a") == [2]
+    state.committed(7)  # the sealed batch only
+    assert decode_entry(store.get(b"a") or b"") == (T0 + 100, [1])
+    assert store.get(b"b") is None
+    assert sorted(k for k, _ in state.seal()) == [b"a", b"b"]
+    state.committed(9)
+    assert decode_entry(store.get(b"a") or b"") == (T0 + 200, [2])
+    assert store.offset() == 9
+
+
+def test_a_failed_commit_discards_the_batch_decided_meanwhile(store: Store) -> None:
+    state = BatchedState(store)
+    state.put("a", [1], T0 + 100)
+    state.committed(1)
+    state.put("a", [2], T0 + 200)
+    state.seal()
+    state.put("b", [3], T0 + 200)
+    state.advance(T0 + 150)  # expires nothing the store holds: "a" was rewritten
+    state.discard()
+    assert state.get("a") == [1]
+    assert state.get("b") is None
+    assert state.seal() == []  # nothing left to commit
+    assert store.offset() == 1
+
+
+def test_a_batch_that_changed_nothing_is_not_sealed(store: Store) -> None:
+    state = BatchedState(store)
+    assert state.seal() == []
+    state.put("a", [1], T0 + 100)
+    state.seal()
+    with pytest.raises(RuntimeError):
+        state.seal()
+
+
 def test_expiry_follows_event_time_and_writes_tombstones(store: Store) -> None:
     state = BatchedState(store)
     state.put("short", [1], T0 + 10)
