@@ -13,7 +13,7 @@ broker. (Without transactions, the records acknowledged before the failure
 stayed, and the retry added them again.)
 
 Several transactions at a time per process, each on its own transactional
-producer and thread (``transactions``, default 3): while one waits for its
+producer and thread (``transactions``, default 2): while one waits for its
 records' acknowledgements or its commit, the next takes the requests that
 arrived meanwhile, so a request waits for a free producer, not for a whole
 transaction before its own. Requests waiting at the same moment share one
@@ -122,7 +122,7 @@ class Publisher:
         retry_after_s: int = 5,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         clock: Callable[[], float] = time.monotonic,
-        transactions: int = 3,
+        transactions: int = 2,
     ) -> None:
         self.topic = topic
         self._config = dict(config)
