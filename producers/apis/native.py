@@ -85,6 +85,14 @@ def _project(request: HttpRequest, ctx: ParseContext) -> tuple[str, bool]:
 
 
 def _str(data: dict, key: str, prefix: str, max_chars: int = MAX_ID_CHARS) -> str | None:
+    """``optional_str`` of the field ``prefix + key``, its name built only for an error."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if type(value) is str:
+        value = value.strip()
+        if len(value) <= max_chars:
+            return value or None
     return optional_str(data, key, field=f"{prefix}{key}", max_chars=max_chars)
 
 
