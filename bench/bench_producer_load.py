@@ -1,4 +1,4 @@
-"""HTTP load generator for the producer endpoint: keep-alive connections, closed loop.
+"""HTTP load generator for the producer endpoint: keep-alive connections, closed loop or paced.
 
 Run by bench/bench_producer.py in its own process (so the generator's CPU is
 not the server's), or alone:
@@ -6,14 +6,16 @@ not the server's), or alone:
 
 Each connection sends a request, waits for the whole answer, and sends the
 next (no pipelining): latency is the time from writing a request to reading
-the end of its answer. Prints one JSON line with requests/s, events/s,
-p50/p99 latency and the status counts.
+the end of its answer. With ``--rate`` each connection sends at a fixed
+pace instead, and latency counts from when a request was due. Prints one
+JSON line with requests/s, events/s, p50/p99 latency and the status counts.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import sys
 import time
 from urllib.parse import urlsplit
@@ -35,6 +37,29 @@ def native_request(host: str, token: str, body: bytes) -> bytes:
     return head.encode() + body
 
 
+def vemetric_request(host: str, token: str, body: bytes) -> bytes:
+    """Vemetric's ``POST /e`` as its browser script sends it (token header, page URL)."""
+    head = (
+        f"POST /e HTTP/1.1\r\nHost: {host}\r\nToken: {token}\r\n"
+        f"Content-Type: application/json\r\nV-SDK: script\r\nV-SDK-Version: 0.6.0\r\n"
+        f"User-Agent: {BROWSER_AGENT}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+BROWSER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+
+def vemetric_event(i: int) -> dict:
+    """A browser pageview of Vemetric's web SDK, by one of 10,000 users."""
+    return {
+        "name": "$$pageView",
+        "identifier": f"user-{i % 10_000}",
+        "url": f"https://example.com/p/{i % 97}",
+        "customData": {"plan": "pro", "n": i % 13},
+    }
+
+
 def event(i: int) -> dict:
     return {
         "name": "page_viewed",
@@ -48,6 +73,9 @@ def build_requests(host: str, token: str, mode: str, batch: int, count: int = 25
     """``count`` distinct requests (different users spread over partitions)."""
     out = []
     for i in range(count):
+        if mode == "vemetric":
+            out.append(vemetric_request(host, token, orjson.dumps(vemetric_event(i))))
+            continue
         if mode == "single":
             body = orjson.dumps(event(i))
         else:
@@ -59,14 +87,22 @@ def build_requests(host: str, token: str, mode: str, batch: int, count: int = 25
 class Connection(asyncio.Protocol):
     """One keep-alive connection running a closed loop of requests."""
 
-    def __init__(self, requests: list[bytes], stats: Stats, offset: int) -> None:
+    def __init__(
+        self, requests: list[bytes], stats: Stats, offset: int, interval: float = 0.0
+    ) -> None:
         self.requests = requests
         self.stats = stats
         self.i = offset
         self.buffer = bytearray()
         self.sent_at = 0.0
         self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        self.loop = asyncio.get_running_loop()
+        self.closed = self.loop.create_future()
+        # Paced (``--rate``): a request is due every ``interval`` seconds; its
+        # latency counts from when it was due, so a slow answer that delays the
+        # next request is not hidden (no coordinated omission).
+        self.interval = interval
+        self.due = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -77,8 +113,22 @@ class Connection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.close()
             return
+        now = time.perf_counter()
+        if self.interval:
+            if not self.due:
+                self.due = now + random.random() * self.interval  # spread the connections
+            else:
+                self.due += self.interval
+            if self.due > now:
+                self.loop.call_at(self.loop.time() + self.due - now, self._write, self.due)
+                return
+            self._write(self.due)
+            return
+        self._write(now)
+
+    def _write(self, due: float) -> None:
         self.i = (self.i + 1) % len(self.requests)
-        self.sent_at = time.perf_counter()
+        self.sent_at = due
         assert self.transport is not None
         self.transport.write(self.requests[self.i])
 
@@ -132,10 +182,11 @@ async def run(args: argparse.Namespace) -> dict:
     requests = build_requests(f"{host}:{port}", args.token, args.mode, args.batch)
     stats = Stats()
     loop = asyncio.get_running_loop()
+    interval = args.connections / args.rate if args.rate else 0.0
     conns = []
     for c in range(args.connections):
         _, proto = await loop.create_connection(
-            lambda c=c: Connection(requests, stats, c * 7), host, port
+            lambda c=c: Connection(requests, stats, c * 7, interval), host, port
         )
         conns.append(proto)
     await asyncio.sleep(args.warmup)
@@ -148,11 +199,12 @@ async def run(args: argparse.Namespace) -> dict:
     await asyncio.wait([c.closed for c in conns], timeout=30)
     lat = sorted(stats.latencies)
     ok = sum(n for s, n in stats.statuses.items() if 200 <= s < 300)
-    per_request = 1 if args.mode == "single" else args.batch
+    per_request = args.batch if args.mode == "batch" else 1
     return {
         "mode": args.mode,
         "batch": per_request,
         "connections": args.connections,
+        "rate": args.rate,
         "seconds": round(elapsed, 2),
         "requests_per_s": round(len(lat) / elapsed, 1),
         "accepted_events_per_s": round(ok * per_request / elapsed, 1),
@@ -166,7 +218,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8080")
     parser.add_argument("--token", default="demo-public-token")
-    parser.add_argument("--mode", choices=["single", "batch"], default="single")
+    parser.add_argument("--mode", choices=["single", "batch", "vemetric"], default="single")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="requests/s in all (paced); 0: closed loop"
+    )
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
