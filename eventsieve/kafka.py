@@ -63,12 +63,14 @@ def consumed_headers(message: Message) -> Headers:
 
 
 # A consumed record's topic, partition and offset, which a record a consumer
-# returned (or a delivery report) always has: confluent-kafka's types make them
-# optional, for a Message made by hand. Message's own C methods, typed so: no
-# Python frame added on the per-record paths.
+# returned (or a delivery report) always has, and its headers as a consumer
+# gives them: confluent-kafka's types make the first optional and allow a
+# producer's header forms, for a Message made by hand. Message's own C methods,
+# typed so: no Python frame added on the per-record paths.
 record_topic = cast(Callable[[Message], str], Message.topic)
 record_partition = cast(Callable[[Message], int], Message.partition)
 record_offset = cast(Callable[[Message], int], Message.offset)
+record_headers = cast(Callable[[Message], Headers | None], Message.headers)
 
 
 # Kafka's (Java) default partitioner: keys land where Faust/aiokafka and Java

@@ -60,6 +60,10 @@ from eventsieve.config import Settings
 from eventsieve.kafka import (
     KafkaFailure,
     kafka_failure,
+    record_headers,
+    record_offset,
+    record_partition,
+    record_topic,
     stream_consumer_config,
     transactional_producer_config,
 )
@@ -267,9 +271,9 @@ class Engine:
 
     def _decide(self, message: Message) -> None:
         """Step 1: decide one record; its outputs wait in ``outputs``."""
-        topic = message.topic()
-        partition = message.partition()
-        offset = message.offset()
+        topic = record_topic(message)
+        partition = record_partition(message)
+        offset = record_offset(message)
         store_name, decide = self.inputs[topic]
         state = self.states[(store_name, partition)]
         kind, timestamp = message.timestamp()
@@ -280,7 +284,7 @@ class Engine:
             message.key(),
             message.value(),
             None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp,
-            message.headers() or (),
+            record_headers(message) or (),
         )
         outcome = decide(record, state)
         if outcome.event_time is not None:
@@ -315,11 +319,11 @@ class Engine:
         try:
             self._begin()
             produce = self.producer.produce
-            for target, value, key, part in self.outputs:
+            for target, out_value, out_key, part in self.outputs:
                 try:
-                    produce(target, value, key, part)
+                    produce(target, out_value, out_key, part)
                 except BufferError:  # the local queue is full: the slow path waits
-                    self._produce(target, key, value, part)
+                    self._produce(target, out_key, out_value, part)
             sealed = []
             for (name, partition), state in self.states.items():
                 changes = state.seal()
@@ -372,9 +376,9 @@ class Engine:
 
     def _changelog_delivered(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
-            name = self._store_of_changelog[message.topic()]
-            key = (name, message.partition())
-            offset = message.offset()
+            name = self._store_of_changelog[record_topic(message)]
+            key = (name, record_partition(message))
+            offset = record_offset(message)
             if offset > self.changelog_offsets.get(key, -1):
                 self.changelog_offsets[key] = offset
 
