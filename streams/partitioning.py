@@ -16,4 +16,5 @@ from aiokafka.partitioner import murmur2
 @lru_cache(maxsize=65_536)
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition of ``key`` among ``partitions`` (Java client compatible)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)  # aiokafka is untyped
+    return (hashed & 0x7FFFFFFF) % partitions
