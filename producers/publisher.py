@@ -132,6 +132,10 @@ class Publisher:
         # for it (up to the 5 ms switch interval each time the loop is busy);
         # success is known from flush() leaving nothing outstanding.
         self._config.setdefault("delivery.report.only.error", True)
+        # Every answer waits for a produce and a commit round trip: no Nagle delay
+        # on those small requests (measured on the 2-core box with 64 concurrent
+        # requests: flush p50 8.4-9.0 ms -> 7.1-7.2 ms, +10-40% requests/s).
+        self._config.setdefault("socket.nagle.disable", True)
         # One id per producer, process and start (_slot_config): the transactions
         # only make each request all-or-nothing; there is no earlier instance to fence.
         # Above message.timeout.ms (librdkafka requires it), so a stuck
