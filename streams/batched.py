@@ -48,7 +48,16 @@ def decode_entry(raw: bytes) -> Entry:
 class BatchedState:
     """One store partition as the rules see it during micro-batches."""
 
-    __slots__ = ("_get", "_index", "_sealed_records", "_watermark", "pending", "sealed", "store")
+    __slots__ = (
+        "_expires",
+        "_get",
+        "_index",
+        "_sealed_records",
+        "_watermark",
+        "pending",
+        "sealed",
+        "store",
+    )
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -58,6 +67,9 @@ class BatchedState:
         self.sealed: dict[bytes, Entry | None] | None = None
         self._sealed_records: dict[bytes, bytes | None] = {}
         self._index: ExpiryIndex | None = None
+        # Each indexed key's latest expiry: an index entry that differs is stale
+        # (the key was rewritten), told apart without reading the value back.
+        self._expires: dict[str, int] = {}
         self._watermark: int | None = None
 
     def get(self, key: str) -> Value | None:
@@ -76,6 +88,7 @@ class BatchedState:
         self.pending[key.encode()] = (expires_at, value)
         if self._index is not None:
             self._index.push(expires_at, key)
+            self._expires[key] = expires_at
 
     def prune_time(self, newest: int) -> int:
         """``newest``: this state commits in the transaction of the offsets it reflects."""
@@ -94,11 +107,11 @@ class BatchedState:
         if not index.due(event_time):
             return 0
         removed = 0
+        expires = self._expires
         for expires_at, key in index.pop_expired(event_time):
-            raw = key.encode()
-            entry = self._entry(raw)
-            if entry is not None and entry[0] == expires_at:
-                self.pending[raw] = None
+            if expires.get(key) == expires_at:
+                del expires[key]
+                self.pending[key.encode()] = None
                 removed += 1
         return removed
 
@@ -149,6 +162,7 @@ class BatchedState:
         self.sealed = None
         self._sealed_records = {}
         self._index = None
+        self._expires = {}
         self._watermark = None
 
     def _entry(self, key: bytes) -> Entry | None:
@@ -164,15 +178,24 @@ class BatchedState:
         """Every key by expiry, built from the store on first use (after a restore)."""
         if self._index is None:
             index = ExpiryIndex()
+            expires: dict[str, int] = {}
             for key, raw in self.store.items():
                 if key != WATERMARK:
-                    index.push(decode_entry(raw)[0], key.decode())
+                    expires[key.decode()] = decode_entry(raw)[0]
             for batch in (self.sealed or {}, self.pending):
                 for key, entry in batch.items():
-                    if entry is not None and key != WATERMARK:
-                        index.push(entry[0], key.decode())
+                    if key == WATERMARK:
+                        continue
+                    if entry is None:
+                        expires.pop(key.decode(), None)
+                    else:
+                        expires[key.decode()] = entry[0]
+            for name, expires_at in expires.items():
+                index.push(expires_at, name)
             self._index = index
+            self._expires = expires
         return self._index
 
     def __len__(self) -> int:
-        return len(self._expiry())
+        self._expiry()
+        return len(self._expires)

@@ -116,6 +116,21 @@ def test_expiry_follows_event_time_and_writes_tombstones(store: Store) -> None:
     assert state.advance(T0) == 0  # event time going back does not move the watermark
 
 
+def test_a_rewritten_key_outlives_its_first_expiry(store: Store) -> None:
+    state = BatchedState(store)
+    state.put("k", [1], T0 + 10)
+    state.committed(1)
+    state.advance(T0 + 5)  # the expiry index is built from the store here
+    state.put("k", [2], T0 + 100)
+    assert state.advance(T0 + 50) == 0  # the first expiry is stale: the key was rewritten
+    assert state.get("k") == [2]
+    state.committed(2)
+    assert len(state) == 1
+    assert state.advance(T0 + 101) == 1
+    assert state.get("k") is None
+    assert len(state) == 0
+
+
 def test_watermark_and_expiry_are_rebuilt_from_the_store_after_a_restore(store: Store) -> None:
     first = BatchedState(store)
     first.put("a", [1], T0 + 10)
