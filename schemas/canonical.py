@@ -16,6 +16,7 @@ replay agree byte for byte:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -150,7 +151,9 @@ _TEXT_FIELDS = ("kind", "domain", "referrer", "display_name", "email", "order_id
 _NUMBER_FIELDS = ("scroll_depth", "engagement_time_ms")
 
 
-def event_fingerprint(event: Mapping[str, Any]) -> str:
+def event_fingerprint(
+    event: Mapping[str, Any], *, user: str | None = None, name: str | None = None
+) -> str:
     """The identity of an event for deduplication, as 32 hex digits.
 
     Two events are identical when everything the client sent that carries
@@ -167,19 +170,26 @@ def event_fingerprint(event: Mapping[str, Any]) -> str:
     event carrying only a name and properties keeps the fingerprint it had
     before these fields counted: dedup state written by an older release
     still matches it.
+
+    ``user`` and ``name``: the event's ``user_key`` and normalised name, when
+    the caller has them already (the stream's enrichment).
     """
-    props = event.get("properties") or {}
-    canonical_props = sorted((k, canonical_value(v)) for k, v in props.items())
+    props = event.get("properties")
     parts: list[Any] = [
         event["project"],
-        user_key(event),
-        normalise_event_name(event["name"]),
-        canonical_props,
+        user_key(event) if user is None else user,
+        normalise_event_name(event["name"]) if name is None else name,
+        sorted([(k, _canonical_property(v)) for k, v in props.items()]) if props else [],
     ]
     extras = _meaningful_extras(event)
     if extras:
         parts.append(extras)
     return hashlib.blake2b(orjson.dumps(parts), digest_size=16).hexdigest()
+
+
+# Property values repeat from event to event (plans, pages, amounts): each
+# distinct one is made canonical once. Bounded; a pure function of the text.
+_canonical_property = functools.lru_cache(maxsize=16_384)(canonical_value)
 
 
 def _meaningful_extras(event: Mapping[str, Any]) -> list[Any]:

@@ -90,7 +90,7 @@ class Enricher:
             time=time,
             user_key=who,
             name=name,
-            fingerprint=event_fingerprint(raw),
+            fingerprint=event_fingerprint(raw, user=who, name=name),
             order_id=self.orders.order_id(name, raw["order_id"], props),
             message_id=message_id,
             source=source,

@@ -8,6 +8,7 @@ directly).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from schemas.events import RawEvent
@@ -68,7 +69,6 @@ def facts_of(
     parts = _split(url) if url else None
     hostname = (parts.hostname if parts else None) or _host_of_domain(raw["domain"])
     referrer = raw["referrer"]
-    ref_parts = _split(referrer) if referrer else None
     return Facts(
         event_id=raw["event_id"],
         project=raw["project"],
@@ -82,7 +82,7 @@ def facts_of(
         user_agent=raw["user_agent"] or None,
         ip=raw["ip"] or None,
         ip_classification=raw["ip_classification"] or None,
-        referrer_host=ref_parts.hostname if ref_parts else None,
+        referrer_host=_host_of(referrer) if referrer else None,
         country=(raw["country"] or "").upper() or None,
         hostname=hostname,
         path=(parts.path or "/") if parts else None,
@@ -97,6 +97,12 @@ def _split(url: str):  # type: ignore[no-untyped-def]
         return urlsplit(url if "//" in url else f"//{url}")
     except ValueError:  # e.g. a malformed IPv6 literal: no host, no path
         return None
+
+
+@lru_cache(maxsize=16_384)  # referrers repeat; a URL's parse is a pure function of it
+def _host_of(url: str) -> str | None:
+    parts = _split(url)
+    return parts.hostname if parts else None
 
 
 def _host_of_domain(domain: str | None) -> str | None:
