@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from eventsieve.cli.context import settings_of
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceError
+from eventsieve.kafka import record_offset, record_partition, record_topic
 from eventsieve.services import kafka_bootstrap
 from producers.salts import KafkaDailySalts, SaltSource, salts_topic
 from schemas import (
@@ -101,12 +102,12 @@ def view_record(
             schema, record = decode_any(value)
             return view | {"format": f"avro:{schema}", "value": record}
         if json_as_raw:
-            record = decode_raw(
+            raw = decode_raw(
                 value,
                 event_id=derived_event_id(topic, partition, offset),
                 received_at=timestamp_ms,
             )
-            return view | {"format": "json:raw_event", "value": record}
+            return view | {"format": "json:raw_event", "value": raw}
         return view | {"format": "json", "value": orjson.loads(value)}
     except (DecodeError, orjson.JSONDecodeError) as exc:
         code = getattr(exc, "code", "not_json")
@@ -190,17 +191,18 @@ def _tail(
                 if idle_timeout is not None and idle >= idle_timeout:
                     return
                 continue
-            if msg.error():
-                if msg.error().code() == KafkaError._PARTITION_EOF:
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
                     continue
-                raise ServiceError(f"reading {topic}: {msg.error()}")
+                raise ServiceError(f"reading {topic}: {error}")
             idle = 0.0
             seen += 1
             ts_type, ts = msg.timestamp()
             yield view_record(
-                topic=msg.topic(),
-                partition=msg.partition(),
-                offset=msg.offset(),
+                topic=record_topic(msg),
+                partition=record_partition(msg),
+                offset=record_offset(msg),
                 key=msg.key(),
                 value=msg.value(),
                 timestamp_ms=ts if ts_type else None,
