@@ -17,6 +17,7 @@ from producers.errors import Rejection
 from producers.model import HttpRequest, Parsed, Reply, Submission
 from producers.parsing import (
     Invalid,
+    JsonObject,
     bearer,
     decode_object,
     email,
@@ -84,7 +85,7 @@ def _project(request: HttpRequest, ctx: ParseContext) -> tuple[str, bool]:
     raise ERRORS.unauthorized("unknown token or key")
 
 
-def _str(data: dict, key: str, prefix: str, max_chars: int = MAX_ID_CHARS) -> str | None:
+def _str(data: JsonObject, key: str, prefix: str, max_chars: int = MAX_ID_CHARS) -> str | None:
     """``optional_str`` of the field ``prefix + key``, its name built only for an error."""
     value = data.get(key)
     if value is None:

@@ -19,7 +19,7 @@ import orjson
 from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_header
 from producers.errors import Rejection
 from producers.model import PAGEVIEW, HttpRequest, Parsed, Reply, Submission
-from producers.parsing import Invalid, decode_object, json_bytes
+from producers.parsing import Invalid, JsonObject, decode_object, json_bytes
 from producers.projects import sanitize_hostname
 from schemas.reasons import EventKind, Source
 
@@ -68,7 +68,7 @@ class PlausibleErrors(ApiErrors):
 ERRORS = PlausibleErrors()
 
 
-def _first(body: dict, *keys: str) -> Any:
+def _first(body: JsonObject, *keys: str) -> Any:
     """The first key present with a non-null value (short names win, as in Plausible)."""
     for key in keys:
         value = body.get(key)
@@ -77,7 +77,7 @@ def _first(body: dict, *keys: str) -> Any:
     return None
 
 
-def _url(body: dict) -> tuple[str, str | None]:
+def _url(body: JsonObject) -> tuple[str, str | None]:
     url = _first(body, "u", "url")
     if url is None:
         raise Invalid("url", "is required")
@@ -91,7 +91,7 @@ def _url(body: dict) -> tuple[str, str | None]:
     return url, parts.hostname
 
 
-def _name(body: dict, has_engagement_fields: bool) -> str:
+def _name(body: JsonObject, has_engagement_fields: bool) -> str:
     name = _first(body, "n", "name")
     if name is None or (isinstance(name, str) and not name.strip()):
         raise Invalid("event_name", "can't be blank")
@@ -104,7 +104,7 @@ def _name(body: dict, has_engagement_fields: bool) -> str:
     return PAGEVIEW if name == "pageview" else name
 
 
-def _referrer(body: dict) -> str | None:
+def _referrer(body: JsonObject) -> str | None:
     referrer = _first(body, "r", "referrer")
     if referrer is None or referrer == "":
         return None
@@ -115,7 +115,7 @@ def _referrer(body: dict) -> str | None:
     return referrer
 
 
-def _props(body: dict) -> dict[str, str]:
+def _props(body: JsonObject) -> dict[str, str]:
     raw = _first(body, "p", "props", "m", "meta")
     if isinstance(raw, str):
         try:
@@ -143,7 +143,7 @@ def _props(body: dict) -> dict[str, str]:
     return props
 
 
-def _revenue(body: dict) -> tuple[str | None, str | None]:
+def _revenue(body: JsonObject) -> tuple[str | None, str | None]:
     """``$`` or ``revenue``: ``{"amount": "9.99" | 9.99, "currency": "USD"}``, or nothing.
 
     Like Plausible, a value without both keys is ignored; an amount that is
@@ -168,7 +168,7 @@ def _revenue(body: dict) -> tuple[str | None, str | None]:
     return str(amount).strip(), currency.upper()
 
 
-def _integer(body: dict, key: str) -> int | None:
+def _integer(body: JsonObject, key: str) -> int | None:
     value = body.get(key)
     if value is None:
         return None
@@ -177,7 +177,7 @@ def _integer(body: dict, key: str) -> int | None:
     return int(value)
 
 
-def _scroll_depth(body: dict) -> int | None:
+def _scroll_depth(body: JsonObject) -> int | None:
     sd = _integer(body, "sd")
     if sd is None:
         return None
@@ -186,7 +186,7 @@ def _scroll_depth(body: dict) -> int | None:
     return min(sd, MAX_SCROLL_DEPTH)
 
 
-def _engagement_time(body: dict) -> int | None:
+def _engagement_time(body: JsonObject) -> int | None:
     e = _integer(body, "e")
     if e is None:
         return None
@@ -197,7 +197,7 @@ def _engagement_time(body: dict) -> int | None:
     return e
 
 
-def _flag(body: dict, *keys: str) -> bool | None:
+def _flag(body: JsonObject, *keys: str) -> bool | None:
     value = _first(body, *keys)
     if value is None:
         return None
@@ -208,7 +208,7 @@ def _flag(body: dict, *keys: str) -> bool | None:
     raise Invalid(keys[-1], "must be a boolean")
 
 
-def _domains(body: dict, url_host: str | None) -> list[str]:
+def _domains(body: JsonObject, url_host: str | None) -> list[str]:
     raw = _first(body, "d", "domain")
     if raw is None:
         if not url_host:

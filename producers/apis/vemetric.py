@@ -23,7 +23,14 @@ from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_head
 from producers.apis.common import string_map, user_data
 from producers.errors import Rejection
 from producers.model import OUTBOUND_LINK, PAGEVIEW, HttpRequest, Parsed, Reply, Submission
-from producers.parsing import Invalid, decode_object, optional_str, required_str, url_host
+from producers.parsing import (
+    Invalid,
+    JsonObject,
+    decode_object,
+    optional_str,
+    required_str,
+    url_host,
+)
 from producers.projects import sanitize_hostname
 from schemas.reasons import EventKind, Source
 
@@ -75,7 +82,7 @@ class VemetricErrors(ApiErrors):
 ERRORS = VemetricErrors()
 
 
-def _body(request: HttpRequest, *, allow_empty: bool = False) -> dict:
+def _body(request: HttpRequest, *, allow_empty: bool = False) -> JsonObject:
     if allow_empty and not request.body.strip():
         return {}
     try:
@@ -84,7 +91,7 @@ def _body(request: HttpRequest, *, allow_empty: bool = False) -> dict:
         raise ERRORS.invalid(exc.field, exc.message) from None
 
 
-def _project(request: HttpRequest, body: dict, ctx: ParseContext) -> str:
+def _project(request: HttpRequest, body: JsonObject, ctx: ParseContext) -> str:
     token = request.header("token")
     if not token:
         for key in ("Token", "token", "projectToken"):
@@ -98,7 +105,7 @@ def _project(request: HttpRequest, body: dict, ctx: ParseContext) -> str:
     return project
 
 
-def _identifier(body: dict) -> str | None:
+def _identifier(body: JsonObject) -> str | None:
     # Server SDKs send userIdentifier, the web SDK (and the docs) identifier.
     return optional_str(body, "userIdentifier") or optional_str(body, "identifier")
 
@@ -113,7 +120,7 @@ def _domain(request: HttpRequest, url: str | None) -> str | None:
     return None
 
 
-def _sdk(request: HttpRequest, body: dict) -> tuple[str | None, str | None]:
+def _sdk(request: HttpRequest, body: JsonObject) -> tuple[str | None, str | None]:
     """``V-SDK``/``V-SDK-Version`` from the body: beacons carry them there, not as headers."""
     if request.header("v-sdk"):
         return None, None  # the edge reads the headers
@@ -124,13 +131,13 @@ def _sdk(request: HttpRequest, body: dict) -> tuple[str | None, str | None]:
     )
 
 
-def _from_server(request: HttpRequest, body: dict) -> bool:
+def _from_server(request: HttpRequest, body: JsonObject) -> bool:
     """Whether a server SDK sent the request (so the peer is a backend, not the visitor)."""
     sdk = request.header("v-sdk") or body.get("V-SDK")
     return "userIdentifier" in body or (isinstance(sdk, str) and sdk.lower() in SERVER_SDKS)
 
 
-def _referrer(request: HttpRequest, body: dict) -> str | None:
+def _referrer(request: HttpRequest, body: JsonObject) -> str | None:
     return request.header("v-referrer") or optional_str(body, "referrer")
 
 

@@ -18,6 +18,7 @@ from producers.errors import Rejection
 from producers.model import HttpRequest, Parsed, Reply, Submission
 from producers.parsing import (
     Invalid,
+    JsonObject,
     decode_object,
     email,
     json_bytes,
@@ -71,14 +72,14 @@ class VeroErrors(ApiErrors):
 ERRORS = VeroErrors()
 
 
-def _body(request: HttpRequest) -> dict:
+def _body(request: HttpRequest) -> JsonObject:
     try:
         return decode_object(request.body) if request.body.strip() else {}
     except Invalid as exc:
         raise ERRORS.invalid(exc.field, exc.message) from None
 
 
-def _project(request: HttpRequest, body: dict, ctx: ParseContext) -> str:
+def _project(request: HttpRequest, body: JsonObject, ctx: ParseContext) -> str:
     token = request.query.get("auth_token") or body.get("auth_token")
     project = ctx.directory.by_vero_token(token if isinstance(token, str) else None)
     if project is None:
@@ -86,7 +87,7 @@ def _project(request: HttpRequest, body: dict, ctx: ParseContext) -> str:
     return project
 
 
-def _user(data: dict, prefix: str = "") -> tuple[str | None, str | None]:
+def _user(data: JsonObject, prefix: str = "") -> tuple[str | None, str | None]:
     user_id = optional_str(
         data, "id", field=f"{prefix}id", max_chars=_MAX_CHARS, coerce_numbers=True
     )

@@ -16,7 +16,15 @@ from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_head
 from producers.apis.common import string_map
 from producers.errors import Rejection
 from producers.model import HttpRequest, Parsed, Reply, Submission
-from producers.parsing import Invalid, bearer, decode_object, email, json_bytes, optional_str
+from producers.parsing import (
+    Invalid,
+    JsonObject,
+    bearer,
+    decode_object,
+    email,
+    json_bytes,
+    optional_str,
+)
 from schemas.reasons import EventKind, Source
 
 MAX_BATCH = 500
@@ -95,7 +103,7 @@ def _project(request: HttpRequest, ctx: ParseContext) -> str:
     raise ERRORS.unauthorized("invalid API key")
 
 
-def _body(request: HttpRequest) -> dict:
+def _body(request: HttpRequest) -> JsonObject:
     try:
         return decode_object(request.body)
     except Invalid as exc:
@@ -115,7 +123,7 @@ def _event(data: Any, prefix: str, idempotency_key: str | None) -> Submission:
     )
 
 
-def _required(data: dict, key: str, prefix: str, max_chars: int) -> str:
+def _required(data: JsonObject, key: str, prefix: str, max_chars: int) -> str:
     value = optional_str(data, key, field=f"{prefix}{key}", max_chars=max_chars)
     if value is None:
         raise Invalid(f"{prefix}{key}", "is required")

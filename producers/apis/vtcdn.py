@@ -17,7 +17,15 @@ from producers.apis.base import ApiErrors, ParseContext, Route, retry_after_head
 from producers.apis.common import string_map
 from producers.errors import Rejection
 from producers.model import HttpRequest, Parsed, Reply, Submission
-from producers.parsing import Invalid, bearer, decode_object, email, json_bytes, optional_str
+from producers.parsing import (
+    Invalid,
+    JsonObject,
+    bearer,
+    decode_object,
+    email,
+    json_bytes,
+    optional_str,
+)
 from schemas.reasons import EventKind, Source
 
 # Email-open spellings of the JavaScript SDK's event types, all recorded as one name
@@ -96,7 +104,7 @@ def _results(identifier_key: str) -> Reply:
     )
 
 
-def _event_type(event: dict) -> tuple[str, dict]:
+def _event_type(event: JsonObject) -> tuple[str, JsonObject]:
     if len(event) != 1:
         raise Invalid("event", "must have exactly one event type key")
     ((event_type, payload),) = event.items()
@@ -116,7 +124,7 @@ class _Common(TypedDict):
 
 
 def _submission(
-    event_type: str, payload: dict, user_id: str | None, address: str | None
+    event_type: str, payload: JsonObject, user_id: str | None, address: str | None
 ) -> Submission:
     common: _Common = {"source": Source.VTCDN, "user_id": user_id, "email": address}
     lowered = event_type.lower()
