@@ -39,10 +39,11 @@ import asyncio
 import enum
 import os
 import sys
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, NoReturn, cast
 
@@ -195,23 +196,27 @@ class _Frontier:
     ``next`` is the first offset not decided yet; ``committable`` the offset
     below which every record is decided *and* its outputs acknowledged (what
     may be committed); ``committed`` what the group has committed. A record
-    above ``next`` is decided only when the broker has confirmed that nothing
-    lies in between (``empty_until``: no record in ``[next, empty_until)``),
-    e.g. a transaction marker.
+    above ``next`` is decided only when the broker has confirmed that no
+    record lies in between: ``empty`` holds the offsets it confirmed hold
+    none (transaction markers, aborted records). A raw partition the endpoint
+    writes one request at a time has a marker after nearly every record, so
+    one confirmation covers every offset up to the end of the partition.
     """
 
     next: int
     committable: int
     committed: int
-    empty_until: int | None = None
+    empty: set[int] = field(default_factory=set)
 
     def admit(self, offset: int) -> Admit:
         if offset < self.next:
             return Admit.SKIP
-        if offset > self.next and (self.empty_until is None or offset > self.empty_until):
-            return Admit.HOLE
+        if offset > self.next:
+            gap = range(self.next, offset)
+            if not all(o in self.empty for o in gap):
+                return Admit.HOLE
+            self.empty.difference_update(gap)
         self.next = offset + 1
-        self.empty_until = None
         return Admit.DECIDE
 
 
@@ -466,28 +471,30 @@ class _Shell:
         task.add_done_callback(lambda _: self._holes.pop(tp, None))
 
     async def _resolve_hole(self, tp: TP, frontier: _Frontier, start: int, seen: int) -> None:
+        """Learn from the broker which offsets from ``start`` hold records, then seek back.
+
+        Offsets without a record (markers, aborted records) become the
+        frontier's ``empty`` ones. Records at or after ``start`` that were
+        skipped meanwhile (every record past a hole is) come again from the
+        seek; records before ``seen`` that exist were never delivered at all.
+        """
         loop = asyncio.get_running_loop()
-        first = await loop.run_in_executor(None, _first_offset_from, self.bootstrap, tp, start)
+        found = await loop.run_in_executor(None, _record_offsets, self.bootstrap, tp, start)
         if self.frontiers.get(tp) is not frontier or frontier.next != start:
             return  # revoked, or the hole filled meanwhile
-        if first is not None and first >= seen:
-            # The broker has nothing in [start, seen): a transaction marker or
-            # a compacted/deleted range. The record at `seen` comes again.
-            frontier.empty_until = first
-            log.info(
-                "empty offsets skipped",
-                topic=tp.topic,
-                partition=tp.partition,
-                start=start,
-                until=first,
-            )
-        else:
+        if found is None:
+            return  # the broker did not answer: the stall watch asks again
+        present, end = found
+        frontier.empty.update(o for o in range(start, end) if o not in present)
+        lost = sum(1 for o in present if o < seen)
+        if lost:
             log.warning(
                 "records were not delivered; seeking back",
                 topic=tp.topic,
                 partition=tp.partition,
                 offset=start,
                 delivered=seen,
+                lost=lost,
             )
         try:
             await self.app.consumer.seek_wait({tp: start})
@@ -569,12 +576,15 @@ def _exit_worker() -> NoReturn:
     os._exit(1)
 
 
-def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.0) -> int | None:
-    """The offset of the first record at or after ``offset`` in ``tp`` (None: unknown).
+def _record_offsets(
+    bootstrap: str, tp: TP, start: int, timeout: float = 10.0
+) -> tuple[set[int], int] | None:
+    """The offsets of ``tp``'s committed records from ``start``, and where they end now.
 
     Read with a throw-away consumer, outside Faust, so the answer is the
-    broker's: what a fetch from ``offset`` really returns. Isolation matches
-    the worker's consumer (read_committed: aborted records are not a hole).
+    broker's: what a fetch from ``start`` really returns. Isolation matches
+    the worker's consumer (read_committed: aborted records are not records).
+    ``None`` when the broker did not get to the end within ``timeout``.
     """
     consumer = KafkaConsumer(
         {
@@ -587,17 +597,20 @@ def _first_offset_from(bootstrap: str, tp: TP, offset: int, timeout: float = 10.
             "auto.offset.reset": "earliest",
         }
     )
+    present: set[int] = set()
+    deadline = time.monotonic() + timeout
     try:
-        consumer.assign([TopicPartition(tp.topic, tp.partition, offset)])
-        message = consumer.poll(timeout)
-        if message is None:
-            return None
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return record_offset(message)
-            return None
-        return record_offset(message)
+        consumer.assign([TopicPartition(tp.topic, tp.partition, start)])
+        while time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                error = message.error()
+                if error is None:
+                    present.add(record_offset(message))
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    return present, record_offset(message)
+                else:
+                    return None
+        return None
     finally:
         consumer.close()
 

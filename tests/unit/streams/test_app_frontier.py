@@ -27,11 +27,13 @@ def test_a_record_after_a_hole_waits_for_the_hole():
     assert f.admit(72) is Admit.DECIDE
 
 
-def test_a_confirmed_empty_range_is_stepped_over_once():
+def test_offsets_the_broker_confirmed_empty_are_stepped_over():
     f = _Frontier(5, 5, 5)
     assert f.admit(7) is Admit.HOLE
-    f.empty_until = 7  # the broker: nothing in [5, 7) (a transaction marker)
-    assert f.admit(8) is Admit.HOLE  # beyond what the broker confirmed
+    # The broker, read to the end: records at 7 and 9 only (markers at 5, 6, 8, 10).
+    f.empty.update({5, 6, 8, 10})
+    assert f.admit(9) is Admit.HOLE  # 7 lies between, not decided yet
     assert f.admit(7) is Admit.DECIDE
-    assert f.empty_until is None
-    assert f.admit(9) is Admit.HOLE
+    assert f.admit(9) is Admit.DECIDE  # over the marker at 8, with no second question
+    assert f.empty == {10}  # what lies behind is forgotten
+    assert f.admit(12) is Admit.HOLE  # 11 is not known to be empty
