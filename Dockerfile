@@ -22,6 +22,7 @@ COPY producers/ producers/
 COPY streams/ streams/
 COPY sinks/ sinks/
 COPY schemas/ schemas/
+COPY ops/ ops/
 # The sink's column decoder is compiled by numba at build, into a cache the
 # runtime user owns (numba ignores a cache directory it cannot write): a
 # container start loads it (about 4 s with the imports) instead of compiling

@@ -63,9 +63,9 @@ from eventsieve.config import (
     settings_environment,
 )
 from eventsieve.kafka import ensure_topics, topic_names
-from eventsieve.pipeline import endpoint_url, programs, wait_for_endpoint
 from eventsieve.services import clickhouse_url, kafka_bootstrap
-from eventsieve.supervisor import Supervisor
+from ops.pipeline import endpoint_url, programs, wait_for_endpoint
+from ops.supervisor import Supervisor
 from sinks.clickhouse import ClickHouse
 from sinks.migrate import migrate
 

@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient
 from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_settings
 from eventsieve.kafka import ensure_topics, topic_names
 from eventsieve.services import clickhouse_url, kafka_bootstrap
+from ops.replay import ReplayOptions, run_replay
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from sinks.migrate import migrate
@@ -39,7 +40,6 @@ from sinks.service import connect
 from streams.partitioning import partition_for
 from streams.processor import Record
 from streams.replay import Replayer, ReplayRange
-from streams.replay_run import ReplayOptions, run_replay
 from streams.synthetic import T0, synthetic_events
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -57,7 +57,7 @@ from eventsieve.kafka import (
 from eventsieve.services import kafka_bootstrap
 from schemas.canonical import topic_key
 from schemas.codecs import decode_clean, decode_dropped, encode_raw
-from streams.names import USER_STORE, changelog_topic
+from schemas.topology import USER_STORE, changelog_topic
 from streams.partitioning import partition_for
 from streams.processor import Processor, Record, Sink
 from streams.restore import restore

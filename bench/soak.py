@@ -6,7 +6,7 @@ Run by hand (not part of ``make test``), with the local stack's Kafka up::
     .venv/bin/python bench/soak.py --duration 120  # a quick look
 
 The endpoint, a stream worker and the sink run as the processes ``eventsieve
-run`` starts (``eventsieve.pipeline.programs``), on topics, consumer groups
+run`` starts (``ops.pipeline.programs``), on topics, consumer groups
 and a database of this run alone, writing to a private ClickHouse server
 (the local stack's ``ClickHouseServer`` on ports of its own), so the shared
 stack is never touched. During the run each process is killed once with
@@ -64,11 +64,11 @@ from eventsieve.config import (
 )
 from eventsieve.kafka import ensure_eventsieve_topics, topic_names
 from eventsieve.logging import quiet_noisy_loggers
-from eventsieve.pipeline import endpoint_url, programs, wait_for_endpoint
 from eventsieve.services import kafka_bootstrap
-from eventsieve.stack.clickhouse import ClickHouseServer
-from eventsieve.supervisor import Program, Supervisor
-from producers.salts import salts_topic
+from ops.pipeline import endpoint_url, programs, wait_for_endpoint
+from ops.stack.clickhouse import ClickHouseServer
+from ops.supervisor import Program, Supervisor
+from schemas.topology import salts_topic
 from sinks import queries
 from sinks.errors import ClickHouseUnavailableError
 from sinks.service import connect

@@ -52,8 +52,9 @@ from producers.projects import ProjectDirectory
 from producers.publisher import Publisher, producer_config
 from producers.ratelimit import FailedAuthLimiter, RateLimiter, retry_after_seconds
 from producers.records import Record, RecordBuilder, SaltUnavailableError
-from producers.salts import FixedSalts, KafkaDailySalts, salts_topic
+from producers.salts import FixedSalts, KafkaDailySalts
 from schemas.reasons import Credential
+from schemas.topology import salts_topic
 
 log = get_logger("eventsieve.producers")
 access_log = get_logger("eventsieve.access")

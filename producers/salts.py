@@ -53,11 +53,6 @@ PROPOSE_TOMORROW_AFTER = dt.time(21, 0)
 NONCE_BYTES = 32
 
 
-def salts_topic(raw_topic: str) -> str:
-    """The topic of the daily nonces, named after the raw topic it serves."""
-    return f"{raw_topic}.salts"
-
-
 def salt_of(secret: str, nonce: bytes) -> bytes:
     """A day's salt: keyed by the secret, random through the nonce."""
     return hmac.new(secret.encode(), nonce, hashlib.sha256).digest()

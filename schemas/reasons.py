@@ -56,6 +56,15 @@ class Source(StrEnum):
     DIRECT = "direct"
 
 
+# A drop whose reason says "this delivery repeats an event already decided"
+# concerns the copy, not the event: when the copy carries the same event_id
+# (a publisher retry), its drop must not replace the accepted row. The sink
+# ranks it below every other decision (``sinks.rows.decision_version``), so it
+# only stands when nothing else exists for that event_id; replay compares
+# decisions the same way.
+COPY_REASONS = frozenset({DropReason.DUPLICATE_IDEMPOTENCY_KEY.value})
+
+
 class Credential(StrEnum):
     """What authenticated an event (RawEvent ``credential``)."""
 

@@ -36,6 +36,7 @@ from schemas.columns import (
     StringListColumn,
     StringMapColumn,
 )
+from schemas.reasons import COPY_REASONS
 from sinks.ddl import EVENT_COLUMNS
 from sinks.errors import RowError
 from sinks.native import (
@@ -48,7 +49,6 @@ from sinks.native import (
     strings,
 )
 from sinks.rows import (
-    COPY_REASONS,
     DELETE_USER,
     MAX_EVENT_ID_LENGTH,
     MAX_TIMESTAMP_MS,

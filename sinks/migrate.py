@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from clickhouse_driver.errors import ServerException
+
 from eventsieve.logging import get_logger
 from sinks import ddl
 from sinks.clickhouse import ClickHouse
@@ -93,6 +95,4 @@ def migrate(ch: ClickHouse, dedup_window: int = 1_000, cluster: str = "") -> Mig
 
 def _server_answered(exc: ClickHouseUnavailableError) -> bool:
     """True when the server rejected the statement (vs. could not be reached)."""
-    from clickhouse_driver.errors import ServerException
-
     return isinstance(exc.__cause__, ServerException)

@@ -89,6 +89,31 @@ def _latest(db: str, columns: str) -> str:
     GROUP BY event_id"""
 
 
+def latest_decisions(
+    ch: ClickHouse, start_s: int, end_s: int | None = None, project: str | None = None
+) -> list[tuple[str, str, str]]:
+    """(event_id, decision, drop_reason) of every event's latest decision.
+
+    Events with an event time in ``[start_s, end_s)`` (``end_s`` None: no end),
+    of one project or all: what a replay compares its decisions with.
+    """
+    db = quote_identifier(ch.database)
+    where = ["event_time >= toDateTime(%(start)s)"]
+    params: dict[str, Any] = {"start": start_s}
+    if end_s is not None:
+        where.append("event_time < toDateTime(%(end)s)")
+        params["end"] = end_s
+    if project is not None:
+        where.append("project = %(project)s")
+        params["project"] = project
+    sql = f"""
+SELECT event_id, toString(argMax(decision, version)), argMax(drop_reason, version)
+FROM {db}.events
+WHERE {" AND ".join(where)}
+GROUP BY event_id"""
+    return [(str(e), str(d), str(r)) for e, d, r in ch.execute(sql, params)]
+
+
 def accepted_by_name(ch: ClickHouse, project: str, span: TimeRange) -> list[tuple[str, int]]:
     """Accepted events per event name, most frequent first."""
     db = quote_identifier(ch.database)

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
-from schemas.reasons import DropReason
+from schemas.reasons import COPY_REASONS
 from sinks.ddl import (
     CLEARED,
     EVENT_COLUMNS,
@@ -49,14 +49,6 @@ class Decision(StrEnum):
 
     ACCEPTED = "accepted"
     DROPPED = "dropped"
-
-
-# A drop whose reason says "this delivery repeats an event already decided"
-# concerns the copy, not the event: when the copy carries the same event_id
-# (a publisher retry), its drop must not replace the accepted row. It ranks
-# below every other decision, so it only stands when nothing else exists for
-# that event_id.
-COPY_REASONS = frozenset({DropReason.DUPLICATE_IDEMPOTENCY_KEY.value})
 
 
 def decision_version(

@@ -58,9 +58,9 @@ from eventsieve.config import Settings
 from eventsieve.kafka import record_offset
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
+from schemas.topology import ORDER_STORE, USER_STORE, rekey_topic
 from streams.faust_output import FaustOutput
 from streams.metrics import StreamMetrics
-from streams.names import ORDER_STORE, USER_STORE, rekey_topic
 from streams.processor import Outcome, Processor, Record, Sink
 from streams.tables import TableState
 

@@ -69,9 +69,9 @@ from eventsieve.kafka import (
 )
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
+from schemas.topology import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
 from streams.batched import BatchedState
 from streams.metrics import StreamMetrics
-from streams.names import ORDER_STORE, USER_STORE, changelog_topic, rekey_topic
 from streams.partitioning import partition_for
 from streams.processor import Outcome, Processor, Record, Sink
 from streams.restore import restore

@@ -52,8 +52,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from eventsieve.config import Settings
-from schemas.reasons import DropReason
-from sinks.rows import COPY_REASONS
+from schemas.reasons import COPY_REASONS, DropReason
 from streams.processor import Output, Processor, Record, Sink
 from streams.state import InMemoryState
 
@@ -286,7 +285,7 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-# Drops of a repeated delivery of the same event id (sinks.rows.COPY_REASONS):
+# Drops of a repeated delivery of the same event id (schemas.reasons.COPY_REASONS):
 # in ClickHouse they rank below any other decision of that event id.
 COPY_LABELS = frozenset(label_of("dropped", r) for r in COPY_REASONS)
 

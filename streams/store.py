@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol, cast
 
+from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
+
 OFFSET_KEY = b"\x00changelog-offset"
 """Where a store records the changelog offset it reflects (never a changelog key)."""
 
@@ -92,8 +94,6 @@ class RocksStore:
     """
 
     def __init__(self, path: Path, options: RocksOptions) -> None:
-        from rocksdict import Rdict, WriteOptions
-
         path.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = Rdict(str(path), options.options)
@@ -106,8 +106,6 @@ class RocksStore:
         self.get: Callable[[bytes], bytes | None] = self.db.get
 
     def write(self, changes: Changes, offset: int) -> None:
-        from rocksdict import WriteBatch
-
         batch = WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
@@ -140,8 +138,6 @@ class RocksOptions:
     WRITE_BUFFER_BYTES = 4 << 20
 
     def __init__(self) -> None:
-        from rocksdict import BlockBasedOptions, Cache, Options
-
         self.cache = Cache(self.CACHE_BYTES)
         options = Options(raw_mode=True)
         options.create_if_missing(True)

@@ -20,15 +20,18 @@ from eventsieve.kafka import ensure_eventsieve_topics, ensure_topics
 from eventsieve.logging import configure_logging, get_logger
 from eventsieve.ratelog import RateLog
 from eventsieve.services import kafka_bootstrap
-from streams.errors import StreamsError
-from streams.metrics import StreamMetrics
-from streams.names import (
+from schemas.topology import (
     ORDER_STORE,
     USER_STORE,
     changelog_topic,
     faust_changelog_topic,
     rekey_topic,
 )
+from streams.engine import Engine
+from streams.errors import StreamsError
+from streams.instance import claim_instance
+from streams.metrics import StreamMetrics
+from streams.store import MemoryStores, RocksStores, StoreFactory
 
 log = get_logger(__name__)
 
@@ -126,10 +129,6 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
 
 def _run_kafka(settings: Settings, metrics: StreamMetrics) -> None:
     """The kafka engine in this thread; a fatal error propagates (non-zero exit)."""
-    from streams.engine import Engine
-    from streams.instance import claim_instance
-    from streams.store import MemoryStores, RocksStores, StoreFactory
-
     instance = claim_instance(Path(settings.streams.data_dir), settings.streams.app_id)
     stores: StoreFactory = (
         RocksStores(instance.directory) if settings.streams.store == "rocksdb" else MemoryStores()

@@ -44,13 +44,13 @@ from eventsieve.config import (
 )
 from eventsieve.errors import MissingDependencyError
 from eventsieve.kafka import ensure_topics, topic_names
-from eventsieve.pipeline import programs
-from eventsieve.stack import LocalStack
-from eventsieve.supervisor import Supervisor
-from producers.salts import salts_topic
+from ops.pipeline import programs
+from ops.stack import LocalStack
+from ops.supervisor import Supervisor
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import new_raw_event
+from schemas.topology import salts_topic
 from sinks.ddl import ServerFeatures
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from eventsieve.config import Settings, settings_environment
-from eventsieve.pipeline import programs, wait_for_endpoint
-from eventsieve.supervisor import Supervisor
+from ops.pipeline import programs, wait_for_endpoint
+from ops.supervisor import Supervisor
 from sinks.migrate import migrate
 from sinks.service import connect
 

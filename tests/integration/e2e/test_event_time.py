@@ -9,7 +9,7 @@ import uuid
 import httpx
 
 from eventsieve.config import Settings
-from eventsieve.pipeline import endpoint_url
+from ops.pipeline import endpoint_url
 from sinks.service import connect
 
 PUBLIC = {"Authorization": "Bearer demo-public-token"}

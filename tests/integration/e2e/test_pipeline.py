@@ -16,10 +16,10 @@ import subprocess
 import uuid
 from collections import Counter
 
-from eventsieve.cli.run import curl_examples
 from eventsieve.config import Settings
-from eventsieve.demo import Script, differences, script, send, wait_for_counts
-from eventsieve.pipeline import endpoint_url
+from ops.cli.run import curl_examples
+from ops.demo import Script, differences, script, send, wait_for_counts
+from ops.pipeline import endpoint_url
 
 
 def test_scripted_traffic_lands_as_exact_counts(pipeline: Settings):

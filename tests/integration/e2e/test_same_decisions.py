@@ -44,7 +44,7 @@ from eventsieve.services import kafka_bootstrap
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import RawEvent, new_raw_event
-from streams.names import rekey_topic
+from schemas.topology import rekey_topic
 from streams.partitioning import partition_for
 
 ROOT = Path(__file__).resolve().parents[3]

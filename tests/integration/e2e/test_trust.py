@@ -10,7 +10,7 @@ import uuid
 import httpx
 
 from eventsieve.config import Settings
-from eventsieve.pipeline import endpoint_url
+from ops.pipeline import endpoint_url
 from sinks.clickhouse import ClickHouse
 from sinks.service import connect
 

@@ -33,7 +33,7 @@ from eventsieve.kafka import ensure_topics
 from producers.app import build_endpoint, create_app
 from producers.limits import EdgeLimits
 from producers.protocol import protocol_with
-from producers.salts import salts_topic
+from schemas.topology import salts_topic
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "eventsieve.toml"
 

@@ -13,10 +13,11 @@ import orjson
 from confluent_kafka.admin import ConfigResource
 from typer.testing import CliRunner
 
-from eventsieve.cli import app
 from eventsieve.kafka import admin_client
-from producers.salts import RETENTION_MS, KafkaDailySalts, salts_topic
+from ops.cli import app
+from producers.salts import RETENTION_MS, KafkaDailySalts
 from schemas.canonical import visitor_id_with
+from schemas.topology import salts_topic
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -25,13 +25,13 @@ from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import Settings
 from eventsieve.services import kafka_bootstrap
+from ops.replay import latest_decisions
 from schemas.canonical import topic_key
 from schemas.codecs import decode_dropped, encode_raw
 from schemas.events import RawEvent
 from streams.partitioning import partition_for
 from streams.processor import Processor, Record, Sink
 from streams.replay import ReplayRange, label_of
-from streams.replay_run import latest_decisions
 from streams.state import InMemoryState
 
 

@@ -22,13 +22,13 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from eventsieve.config import Settings, settings_environment
-from eventsieve.pipeline import eventsieve_argv
 from eventsieve.services import kafka_bootstrap
+from ops.pipeline import eventsieve_argv
+from ops.replay import ReplayInterrupted, ReplayOptions, load_checkpoint, run_replay
 from sinks.errors import ClickHouseUnavailableError
 from sinks.queries import event_count
 from sinks.service import connect
 from streams.replay import ReplayRange, changes
-from streams.replay_run import ReplayInterrupted, ReplayOptions, load_checkpoint, run_replay
 from streams.synthetic import synthetic_events
 
 EVENTS = 600

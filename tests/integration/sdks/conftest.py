@@ -47,9 +47,9 @@ from eventsieve.config import (
     settings_environment,
 )
 from eventsieve.kafka import ensure_topics, topic_names
-from eventsieve.pipeline import programs
 from eventsieve.services import clickhouse_url
-from eventsieve.supervisor import Supervisor
+from ops.pipeline import programs
+from ops.supervisor import Supervisor
 from producers.app import build_endpoint, create_app
 from producers.projects import hash_key
 from sinks.clickhouse import ClickHouse

@@ -25,10 +25,10 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from eventsieve.config import Settings, StackSettings
-from eventsieve.stack import ClickHouseServer
-from eventsieve.stack.kafka import cache_root
-from eventsieve.stack.maven import resolve_jars
-from eventsieve.stack.process import ManagedProcess, port_in_use
+from ops.stack import ClickHouseServer
+from ops.stack.kafka import cache_root
+from ops.stack.maven import resolve_jars
+from ops.stack.process import ManagedProcess, port_in_use
 from schemas import registry
 from schemas.codecs import decode_clean, decode_dlq, decode_dropped, encode_clean, encode_dropped
 from schemas.columns import decoder
@@ -45,7 +45,7 @@ from sinks.rows import Batch, Decision
 from sinks.service import build_writer, migrate_when_ready
 
 ROOT = Path(__file__).resolve().parents[3]
-CLI = (sys.executable, "-c", "from eventsieve.cli import main; main()")
+CLI = (sys.executable, "-c", "from ops.cli import main; main()")
 T0 = 1_764_288_000_000  # 2025-11-28T00:00:00Z
 # Every event below falls in this range.
 SPAN = queries.TimeRange(

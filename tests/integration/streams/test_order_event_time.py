@@ -22,12 +22,12 @@ from confluent_kafka import Producer
 
 from eventsieve.config import Settings
 from eventsieve.services import kafka_bootstrap
+from ops.replay import ReplayError, latest_decisions
 from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import RawEvent, new_raw_event
 from streams.partitioning import partition_for
 from streams.replay import ReplayRange
-from streams.replay_run import ReplayError, latest_decisions
 
 T0 = 1_767_225_600_000
 HOUR = 3_600_000

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from eventsieve.config import Settings
 from eventsieve.services import kafka_bootstrap
-from streams.names import ORDER_STORE, USER_STORE, changelog_topic, faust_changelog_topic
+from schemas.topology import ORDER_STORE, USER_STORE, changelog_topic, faust_changelog_topic
 from streams.worker import prepare_topics
 
 

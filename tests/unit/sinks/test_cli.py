@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from eventsieve.cli.sink import UsageError, parse_duration, parse_time
 from eventsieve.errors import EventsieveError
+from ops.cli.sink import UsageError, parse_duration, parse_time
 
 
 @pytest.mark.parametrize(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from ops.replay import read_latest
 from schemas.events import clean_event, dropped_event, new_raw_event
 from schemas.reasons import Stage
 from sinks.migrate import migrate
 from sinks.rows import Batch, Decision
 from streams.replay import ReplayRange
-from streams.replay_run import read_latest
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 S0 = T0 // 1000

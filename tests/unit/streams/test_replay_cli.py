@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from eventsieve.cli import app
-from eventsieve.cli.sink import UsageError
+from ops.cli import app
+from ops.cli.sink import UsageError
 
 CONFIG = Path(__file__).resolve().parents[3] / "eventsieve.toml"
 

@@ -1,0 +1,5 @@
+"""``python -m ops``: the same CLI as the ``eventsieve`` console script."""
+
+from ops.cli import main
+
+main()
