@@ -52,7 +52,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import ClickHouseSettings, KafkaSettings, Settings, load_settings
-from eventsieve.kafka import ensure_topics
+from eventsieve.kafka import ensure_topics, sink_consumer_config
 from eventsieve.logging import configure_logging
 from eventsieve.services import clickhouse_url, kafka_bootstrap
 from schemas import registry
@@ -67,7 +67,6 @@ from sinks.metrics import SinkMetrics
 from sinks.migrate import migrate
 from sinks.rows import Batch, Decision
 from sinks.service import build_writer, tune_gc, tune_malloc
-from sinks.writer import consumer_config
 
 T0 = 1_764_288_000_000
 
@@ -315,7 +314,9 @@ def stages(
     takes (decode to a dict, then a row).
     """
     consumer = Consumer(
-        consumer_config(settings.kafka.bootstrap_servers or "", f"stage-{uuid.uuid4().hex[:8]}")
+        sink_consumer_config(
+            settings.kafka.bootstrap_servers or "", f"stage-{uuid.uuid4().hex[:8]}"
+        )
     )
     consumer.subscribe([settings.topics.clean])
     values: list[bytes] = []

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from eventsieve.config import Settings, TopicSettings
@@ -106,6 +106,52 @@ def stream_consumer_config(
     }
 
 
+def sink_consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]:
+    """The sink's consumer: manual commits only, from the earliest offset of a new group."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        # The stream writes in transactions: only committed decisions are rows
+        # (librdkafka's default, said here so no override can lose it).
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Eager assignment: a revoke takes every partition back, so a discarded
+        # batch is simply re-read from the committed offsets after the assign.
+        "partition.assignment.strategy": "range",
+        # A crashed sink's partitions move on after this long without heartbeats;
+        # librdkafka's 45 s default would stall a restarted sink that long.
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 2_000,
+        # Bound the prefetch queue (per consumer) so a paused sink holds little.
+        "queued.max.messages.kbytes": 65_536,
+        "fetch.max.bytes": 52_428_800,
+        # A fetch returns as soon as there is anything (fetch.min.bytes is 1);
+        # an idle broker holds it at most this long, the freshness floor.
+        "fetch.wait.max.ms": 100,
+        **extra,
+    }
+
+
+def reader_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]:
+    """A consumer of committed records without automatic commits (tools, replay, salts).
+
+    Where it stands is its user's business: a replay's checkpoint, a command's
+    options (``group_id`` then a throwaway name librdkafka requires), or
+    explicit commits after the work is done (DLQ re-drive).
+    """
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "isolation.level": "read_committed",
+        "auto.offset.reset": "earliest",
+        **extra,
+    }
+
+
 def restore_consumer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """A group-less reader of changelog partitions (assign only, never commits)."""
     return {
@@ -169,6 +215,21 @@ def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "queue.buffering.max.messages": 500_000,
         **extra,
     }
+
+
+def produce_when_room(producer: Producer, topic: str, **record: Any) -> None:
+    """``producer.produce(topic, **record)``, waiting while librdkafka's local queue is full.
+
+    A full queue (``BufferError``) means records are produced faster than the
+    broker acknowledges them: serving deliveries for a moment makes room, where
+    failing would lose the record's place in the order.
+    """
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)
 
 
 def topic_names(topics: TopicSettings) -> list[str]:

@@ -48,7 +48,13 @@ from confluent_kafka import (
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
-from eventsieve.kafka import record_offset, record_partition
+from eventsieve.kafka import (
+    durable_producer_config,
+    produce_when_room,
+    reader_config,
+    record_offset,
+    record_partition,
+)
 from eventsieve.services import kafka_bootstrap
 from schemas.codecs import decode_dlq, decode_raw, encode_raw
 from schemas.errors import DecodeError
@@ -335,18 +341,9 @@ def settings_check(settings: Settings) -> Check:
 
 
 def _consumer(settings: Settings, group_id: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap(settings),
-            "group.id": group_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            # A command, not a daemon: failures surface as one DlqError/ServiceError
-            # line, not as librdkafka's per-connection log lines.
-            "log_level": 0,
-        }
-    )
+    # A command, not a daemon: failures surface as one DlqError/ServiceError
+    # line, not as librdkafka's per-connection log lines.
+    return Consumer(reader_config(kafka_bootstrap(settings), group_id, log_level=0))
 
 
 @dataclass(frozen=True)
@@ -444,18 +441,10 @@ class Redriver:
     def __init__(self, settings: Settings, consumer: Consumer, dlq_topic: str) -> None:
         self.consumer = consumer
         self.dlq_topic = dlq_topic
+        # Kafka's Java partitioner (the durable config's): keyed records of the
+        # orders and re-key topics land on the partition they came from.
         self.producer = Producer(
-            {
-                "bootstrap.servers": kafka_bootstrap(settings),
-                "enable.idempotence": True,
-                "acks": "all",
-                # Kafka's Java/aiokafka partitioner, as Faust uses: keyed records of
-                # the orders and re-key topics land on the partition they came from.
-                "partitioner": "murmur2_random",
-                "linger.ms": 20,
-                "compression.type": "lz4",
-                "log_level": 0,  # failures surface as DlqError (see _consumer)
-            }
+            durable_producer_config(kafka_bootstrap(settings), log_level=0)  # see _consumer
         )
 
     def publish(self, plans: Sequence[Plan], timeout: float = 30.0) -> None:
@@ -479,19 +468,15 @@ class Redriver:
             )
 
     def _produce(self, p: Plan, delivered: Callable[..., None]) -> None:
-        while True:
-            try:
-                self.producer.produce(
-                    p.topic,
-                    key=p.key,
-                    value=p.value,
-                    headers=list(p.headers),
-                    on_delivery=delivered,
-                )
-                self.producer.poll(0)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.5)
+        produce_when_room(
+            self.producer,
+            p.topic,
+            key=p.key,
+            value=p.value,
+            headers=list(p.headers),
+            on_delivery=delivered,
+        )
+        self.producer.poll(0)
 
     def commit(self, batch: Sequence[Entry]) -> None:
         """Remember that ``batch`` is handled: the next offset of each partition."""

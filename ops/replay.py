@@ -33,7 +33,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
-from eventsieve.kafka import consumed_headers, record_offset, record_partition
+from eventsieve.kafka import (
+    consumed_headers,
+    durable_producer_config,
+    produce_when_room,
+    reader_config,
+    record_offset,
+    record_partition,
+)
 from eventsieve.services import kafka_bootstrap
 from schemas.topology import rekey_topic
 from sinks import queries
@@ -117,15 +124,11 @@ def run_replay(settings: Settings, options: ReplayOptions) -> ReplayReport:
     key = checkpoint_key(span, raw_topic, rules)
     path = options.state_dir / f"replay-{key}.json"
     bootstrap = kafka_bootstrap(settings)
+    # Never commits: the replay's position lives in its checkpoint.
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            # Never commits: the replay's position lives in its checkpoint.
-            "group.id": f"eventsieve-replay-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
+        reader_config(
+            bootstrap, f"eventsieve-replay-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+        )
     )
     try:
         checkpoint = None if options.fresh or options.dry_run else _load(path)
@@ -198,13 +201,7 @@ class _Emitter:
             sink: _partition_count(settings, topic) for sink, topic in self.topics.items()
         }
         self.producer = Producer(
-            {
-                "bootstrap.servers": kafka_bootstrap(settings),
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 50,
-                "compression.type": "lz4",
-            }
+            durable_producer_config(kafka_bootstrap(settings), **{"linger.ms": 50})
         )
         self.checkpoint = checkpoint
         self.path = path
@@ -221,18 +218,14 @@ class _Emitter:
             return  # acknowledged in an earlier run of this replay
         key = output.key or b""
         partition = partition_for(key, self.partitions[output.sink])  # as Faust places it
-        while True:
-            try:
-                self.producer.produce(
-                    self.topics[output.sink],
-                    value=output.value,
-                    key=output.key,
-                    partition=partition,
-                    on_delivery=self.tracker.callback(index),
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain
-                self.producer.poll(0.1)
+        produce_when_room(
+            self.producer,
+            self.topics[output.sink],
+            value=output.value,
+            key=output.key,
+            partition=partition,
+            on_delivery=self.tracker.callback(index),
+        )
         self.producer.poll(0)
         self.produced += 1
         self._check_failed()
@@ -398,9 +391,7 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
 
 
 def _partition_count(settings: Settings, topic: str) -> int:
-    admin_consumer = Consumer(
-        {"bootstrap.servers": kafka_bootstrap(settings), "group.id": "eventsieve-replay-meta"}
-    )
+    admin_consumer = Consumer(reader_config(kafka_bootstrap(settings), "eventsieve-replay-meta"))
     try:
         found = admin_consumer.list_topics(topic, timeout=10).topics.get(topic)
     finally:

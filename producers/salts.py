@@ -38,7 +38,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from eventsieve.errors import ServiceUnavailableError
-from eventsieve.kafka import ensure_topics
+from eventsieve.kafka import durable_producer_config, ensure_topics, reader_config
 from eventsieve.logging import get_logger
 
 log = get_logger(__name__)
@@ -169,14 +169,7 @@ class KafkaDailySalts:
             },
             timeout=5.0,  # a short answer, so close() never waits long for this thread
         )
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                "group.id": f"salts-{os.getpid()}-{id(self)}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
+        consumer = Consumer(reader_config(self.bootstrap, f"salts-{os.getpid()}-{id(self)}"))
         consumer.assign([TopicPartition(self.topic, 0, 0)])
         self._consumer = consumer
 
@@ -193,9 +186,7 @@ class KafkaDailySalts:
         missing = [day for day in self._wanted() if day not in self._salts]
         if not missing:
             return
-        producer = Producer(
-            {"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True}
-        )
+        producer = Producer(durable_producer_config(self.bootstrap))
         for day in missing:
             producer.produce(
                 self.topic, key=day.isoformat().encode(), value=os.urandom(NONCE_BYTES)

@@ -16,6 +16,7 @@ from prometheus_client import start_http_server
 
 from eventsieve.config import Settings
 from eventsieve.errors import ServiceUnavailableError
+from eventsieve.kafka import durable_producer_config, sink_consumer_config
 from eventsieve.logging import get_logger
 from eventsieve.ratelog import RateLog
 from eventsieve.services import clickhouse_url, kafka_bootstrap
@@ -24,7 +25,7 @@ from sinks.clickhouse import ClickHouse
 from sinks.dlq import DlqSender
 from sinks.metrics import SinkMetrics
 from sinks.migrate import MigrationResult, migrate
-from sinks.writer import SinkWriter, consumer_config, producer_config, routes_for
+from sinks.writer import SinkWriter, routes_for
 
 log = get_logger(__name__)
 
@@ -91,9 +92,9 @@ def build_writer(settings: Settings, metrics: SinkMetrics | None = None) -> Sink
     bootstrap = kafka_bootstrap(settings)
     sink = settings.sink
     return SinkWriter(
-        consumer=Consumer(consumer_config(bootstrap, sink.group_id)),
+        consumer=Consumer(sink_consumer_config(bootstrap, sink.group_id)),
         clickhouse=connect(settings),
-        dlq=DlqSender(Producer(producer_config(bootstrap)), settings.topics.dlq),
+        dlq=DlqSender(Producer(durable_producer_config(bootstrap)), settings.topics.dlq),
         routes=routes_for(settings.topics.clean, settings.topics.dropped),
         policy=FlushPolicy(sink.batch_max_rows, sink.batch_max_interval_s),
         backoff=Backoff(sink.retry_initial_s, sink.retry_max_s),

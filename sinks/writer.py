@@ -126,45 +126,6 @@ def routes_for(clean_topic: str, dropped_topic: str) -> dict[str, Route]:
     }
 
 
-def consumer_config(bootstrap: str, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """The sink's consumer: manual commits only, from the earliest offset of a new group."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "group.id": group_id,
-        # The stream writes in transactions: only committed decisions are rows
-        # (librdkafka's default, said here so no override can lose it).
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        # Eager assignment: a revoke takes every partition back, so a discarded
-        # batch is simply re-read from the committed offsets after the assign.
-        "partition.assignment.strategy": "range",
-        # A crashed sink's partitions move on after this long without heartbeats;
-        # librdkafka's 45 s default would stall a restarted sink that long.
-        "session.timeout.ms": 10_000,
-        "heartbeat.interval.ms": 2_000,
-        # Bound the prefetch queue (per consumer) so a paused sink holds little.
-        "queued.max.messages.kbytes": 65_536,
-        "fetch.max.bytes": 52_428_800,
-        # A fetch returns as soon as there is anything (fetch.min.bytes is 1);
-        # an idle broker holds it at most this long, the freshness floor.
-        "fetch.wait.max.ms": 100,
-        **overrides,
-    }
-
-
-def producer_config(bootstrap: str, **overrides: Any) -> dict[str, Any]:
-    """The DLQ producer: acknowledged by all replicas, no duplicates from retries."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 5,
-        **overrides,
-    }
-
-
 @dataclass
 class Prepared:
     """A batch turned into what is inserted: built once, kept across retries."""

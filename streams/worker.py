@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka.admin import AdminClient
-
 from eventsieve.config import Settings
-from eventsieve.kafka import ensure_eventsieve_topics, ensure_topics
+from eventsieve.kafka import admin_client, ensure_eventsieve_topics, ensure_topics
 from eventsieve.logging import configure_logging, get_logger
 from eventsieve.ratelog import RateLog
 from eventsieve.services import kafka_bootstrap
@@ -80,7 +78,7 @@ def _partition_counts(
     topic (KRaft propagates it asynchronously), so the first listing can miss
     a topic that ``ensure_topics`` has just created.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = admin_client(bootstrap)
     deadline = time.monotonic() + timeout
     while True:
         metadata = admin.list_topics(timeout=timeout)

@@ -34,7 +34,14 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceError
-from eventsieve.kafka import record_offset, record_partition, record_topic
+from eventsieve.kafka import (
+    durable_producer_config,
+    produce_when_room,
+    reader_config,
+    record_offset,
+    record_partition,
+    record_topic,
+)
 from eventsieve.services import kafka_bootstrap
 from ops.cli.context import settings_of
 from producers.salts import KafkaDailySalts, SaltSource
@@ -171,14 +178,14 @@ def _tail(
     json_as_raw: bool,
 ) -> Iterator[dict[str, Any]]:
     consumer = Consumer(
-        {
-            "bootstrap.servers": kafka_bootstrap(settings),
-            # A throwaway group: tail never commits, so it never moves anyone's offsets.
-            "group.id": f"eventsieve-tail-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest" if from_beginning else "latest",
-            "client.id": "eventsieve-tail",
-        }
+        reader_config(
+            kafka_bootstrap(settings),
+            f"eventsieve-tail-{uuid.uuid4().hex[:12]}",
+            **{
+                "auto.offset.reset": "earliest" if from_beginning else "latest",
+                "client.id": "eventsieve-tail",
+            },
+        )
     )
     seen = 0
     idle = 0.0
@@ -360,16 +367,10 @@ def _read_lines(source: str) -> list[bytes]:
 
 def _produce(settings: Settings, topic: str, prepared: list[Prepared]) -> list[dict[str, Any]]:
     producer = Producer(
-        {
-            "bootstrap.servers": kafka_bootstrap(settings),
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",  # the stream's (Java) partitioner
-            "linger.ms": 20,
-            "compression.type": "lz4",
-            "message.timeout.ms": 30_000,
-            "client.id": "eventsieve-publish",
-        }
+        durable_producer_config(
+            kafka_bootstrap(settings),
+            **{"message.timeout.ms": 30_000, "client.id": "eventsieve-publish"},
+        )
     )
     reports: list[dict[str, Any]] = [{} for _ in prepared]
     failures: list[str] = []
@@ -389,12 +390,9 @@ def _produce(settings: Settings, topic: str, prepared: list[Prepared]) -> list[d
         return callback
 
     for index, item in enumerate(prepared):
-        while True:
-            try:
-                producer.produce(topic, item.value, item.key, on_delivery=delivered(index))
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
+        produce_when_room(
+            producer, topic, value=item.value, key=item.key, on_delivery=delivered(index)
+        )
         producer.poll(0)
     remaining = producer.flush(35)
     if failures or remaining:

@@ -18,10 +18,10 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import StackSettings
 from eventsieve.errors import MissingDependencyError, ServiceError
+from eventsieve.kafka import admin_client
 from ops.stack.maven import resolve_jars
 from ops.stack.process import ManagedProcess, port_in_use
 
@@ -185,7 +185,7 @@ class KafkaServer:
         if not port_in_use(self.stack.kafka_port):  # spares librdkafka's connect errors
             return False
         try:
-            AdminClient({"bootstrap.servers": self.bootstrap}).list_topics(timeout=2)
+            admin_client(self.bootstrap).list_topics(timeout=2)
         except KafkaException:
             return False
         return True
