@@ -4,14 +4,15 @@ Faust does not create a source topic that does not exist, and a producer's
 auto-created topic gets the broker's default partitions, so eventsieve creates
 its topics explicitly, with the configured partitions, at start.
 
-The stream engine's clients are configured here, not where they are used, so
-the settings that exactly-once depends on (read_committed, no auto commit,
-transactional.id, the partitioner) are written down once. A librdkafka failure
+Every client is configured here, not where it is used, so the settings that
+exactly-once depends on (read_committed, no auto commit, transactional.id,
+the partitioner) are written down once. A librdkafka failure
 surfaces as ``KafkaFailure``, which keeps the original ``KafkaError``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -21,6 +22,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from eventsieve.config import Settings, TopicSettings
 from eventsieve.errors import ServiceError, ServiceUnavailableError
 from eventsieve.services import kafka_bootstrap
+
+# librdkafka's own log lines (connection refused, coordinator moves) go through
+# this logger, so they are rendered like every other line (JSON, or one
+# readable line on a terminal) instead of its raw `%3|...` lines on stderr.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+
+
+def client_config(bootstrap: str) -> dict[str, Any]:
+    """What every client shares: where the brokers are, and where its log lines go."""
+    return {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}
 
 
 class KafkaFailure(ServiceError):
@@ -91,7 +102,7 @@ def stream_consumer_config(
     changelog offset.
     """
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group_id,
         "partition.assignment.strategy": "range",
         "enable.auto.commit": False,
@@ -109,7 +120,7 @@ def stream_consumer_config(
 def sink_consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]:
     """The sink's consumer: manual commits only, from the earliest offset of a new group."""
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group_id,
         # The stream writes in transactions: only committed decisions are rows
         # (librdkafka's default, said here so no override can lose it).
@@ -142,7 +153,7 @@ def reader_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]
     explicit commits after the work is done (DLQ re-drive).
     """
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -155,7 +166,7 @@ def reader_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, Any]
 def restore_consumer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """A group-less reader of changelog partitions (assign only, never commits)."""
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": "eventsieve-restore",  # required by librdkafka, never joined
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -205,7 +216,7 @@ def durable_producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     engine's outputs and table changelogs), and the base of the transactional one.
     """
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "enable.idempotence": True,
         "acks": "all",
         "partitioner": JAVA_PARTITIONER,
@@ -239,7 +250,7 @@ def topic_names(topics: TopicSettings) -> list[str]:
 
 def admin_client(bootstrap: str) -> AdminClient:
     """An admin client for ``bootstrap``."""
-    return AdminClient({"bootstrap.servers": bootstrap})
+    return AdminClient(client_config(bootstrap))
 
 
 def topic_config(

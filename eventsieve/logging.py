@@ -21,7 +21,9 @@ import structlog
 # (the CLI) or a "retrying" log event (the sink), so the traceback is noise.
 _QUIETED = {"clickhouse_driver.connection": logging.ERROR}
 # On a terminal: libraries whose info lines retell what our own events say.
-_QUIETED_ON_CONSOLE = dict.fromkeys(("uvicorn.error", "faust", "mode", "aiokafka"), logging.WARNING)
+_QUIETED_ON_CONSOLE = dict.fromkeys(
+    ("uvicorn.error", "faust", "mode", "aiokafka", "librdkafka"), logging.WARNING
+)
 
 
 def quiet_noisy_loggers(console: bool = False) -> None:
