@@ -35,6 +35,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from eventsieve.kafka import durable_producer_config
 from eventsieve.logging import get_logger
 from producers.errors import PublishError
 from producers.records import Record
@@ -58,27 +59,22 @@ def producer_config(
     delivery_timeout_s: float = 10.0,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """librdkafka settings: durable (acks=all, idempotent) and batched for throughput."""
-    config: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        # Kafka's Java (murmur2) partitioner, as the stream's Faust/aiokafka
-        # consumers assume: a record lands on its user's partition at once
-        # instead of taking the stream's re-key detour (librdkafka's default
-        # partitioner, consistent_random, would place ~5 of 6 records elsewhere).
-        "partitioner": "murmur2_random",
-        "linger.ms": linger_ms,
-        "compression.type": compression,
-        # A record not acknowledged by then fails, and its request gets 503.
-        "message.timeout.ms": int(delivery_timeout_s * 1000),
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": 1_000_000,
-        "queue.buffering.max.kbytes": 1_048_576,
-        "client.id": "eventsieve-producer",
-    }
-    config.update(extra or {})
-    return config
+    """The adapter's durable producer (acks=all, idempotent, Kafka's Java partitioner,
+    so a record lands on its user's partition at once), batched for throughput."""
+    return durable_producer_config(
+        bootstrap,
+        **{
+            "linger.ms": linger_ms,
+            "compression.type": compression,
+            # A record not acknowledged by then fails, and its request gets 503.
+            "message.timeout.ms": int(delivery_timeout_s * 1000),
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+            "client.id": "eventsieve-producer",
+            **(extra or {}),
+        },
+    )
 
 
 class _Request:

@@ -55,7 +55,7 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 from faust.types import TP, EventT
 
 from eventsieve.config import Settings
-from eventsieve.kafka import record_offset
+from eventsieve.kafka import reader_config, record_offset
 from eventsieve.logging import get_logger
 from eventsieve.services import kafka_bootstrap
 from schemas.topology import ORDER_STORE, USER_STORE, rekey_topic
@@ -587,15 +587,11 @@ def _record_offsets(
     ``None`` when the broker did not get to the end within ``timeout``.
     """
     consumer = KafkaConsumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"eventsieve-probe-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
+        reader_config(
+            bootstrap,
+            f"eventsieve-probe-{uuid.uuid4().hex[:8]}",
+            **{"enable.partition.eof": True},
+        )
     )
     present: set[int] = set()
     deadline = time.monotonic() + timeout
