@@ -45,6 +45,8 @@ from schemas.canonical import topic_key
 from schemas.codecs import encode_raw
 from schemas.events import RawEvent, new_raw_event
 from schemas.topology import rekey_topic
+from sinks.migrate import migrate
+from sinks.service import connect
 from streams.partitioning import partition_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -220,6 +222,13 @@ class Run:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.admin = Client.from_url(base_url)
         self.admin.execute(f"CREATE DATABASE {self.database}")
+        # The schema first, as `eventsieve run` does: the workers may decide
+        # everything before the sink process has started and migrated.
+        ch = connect(self.settings)
+        try:
+            migrate(ch, self.settings.sink.dedup_window, self.settings.clickhouse.cluster)
+        finally:
+            ch.close()
         ensure_topics(kafka_bootstrap(self.settings), topic_names(topics)[1:], topics.partitions)
 
     def start(self, command: str, **env: str) -> subprocess.Popen[bytes]:
