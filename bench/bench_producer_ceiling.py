@@ -36,7 +36,8 @@ import orjson
 
 from eventsieve.config import load_settings
 from producers.apis import ALL_ROUTES
-from producers.app import RouteHandler, build_endpoint
+from producers.endpoint import build_endpoint
+from producers.handlers import RouteHandler
 from producers.model import HttpRequest
 from producers.ratelimit import RateLimiter
 from producers.salts import FixedSalts

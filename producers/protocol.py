@@ -6,7 +6,7 @@ is held forever, and a few hundred of them exhaust the endpoint's sockets
 and memory. This protocol arms a deadline when a connection opens and when
 a request's headers did not all arrive in the read that began it, and
 closes the connection if the headers are not complete by then. The body
-has its own deadline in the app (``producers.app.read_body``: 408).
+has its own deadline in the app (``producers.body.read_body``: 408).
 
 It also sends each response's head and body in one write
 (``_OneWriteTransport``).

@@ -17,7 +17,8 @@ from eventsieve.config import CONFIG_ENV, Settings, load_settings
 from eventsieve.errors import ServiceUnavailableError
 from eventsieve.kafka import ensure_eventsieve_topics
 from eventsieve.logging import configure_logging, get_logger
-from producers.app import build_endpoint, create_app
+from producers.app import create_app
+from producers.endpoint import build_endpoint
 from producers.protocol import HeaderDeadlineProtocol
 
 log = get_logger(__name__)
@@ -59,7 +60,7 @@ def serve(
         # httptools, with a deadline for request headers (producers.protocol).
         http=HeaderDeadlineProtocol,
         lifespan="on",
-        access_log=False,  # producers.app.AccessLog writes structured lines instead
+        access_log=False,  # producers.dispatch writes structured access lines instead
         log_config=None,
         server_header=False,
         # X-Forwarded-For is judged by producers.edge against [server] trusted_proxies;

@@ -30,7 +30,8 @@ from confluent_kafka.admin import AdminClient
 
 from eventsieve.config import KafkaSettings, Settings, load_settings
 from eventsieve.kafka import ensure_topics
-from producers.app import build_endpoint, create_app
+from producers.app import create_app
+from producers.endpoint import build_endpoint
 from producers.limits import EdgeLimits
 from producers.protocol import protocol_with
 from schemas.topology import salts_topic

@@ -21,7 +21,8 @@ import uvicorn
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from eventsieve.config import KafkaSettings, ProjectSettings, Settings, load_settings
-from producers.app import build_endpoint, create_app
+from producers.app import create_app
+from producers.endpoint import build_endpoint
 from producers.limits import EdgeLimits
 from producers.projects import hash_key
 from producers.protocol import protocol_with

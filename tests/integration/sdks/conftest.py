@@ -50,7 +50,8 @@ from eventsieve.kafka import ensure_topics, topic_names
 from eventsieve.services import clickhouse_url
 from ops.pipeline import programs
 from ops.supervisor import Supervisor
-from producers.app import build_endpoint, create_app
+from producers.app import create_app
+from producers.endpoint import build_endpoint
 from producers.projects import hash_key
 from sinks.clickhouse import ClickHouse
 from sinks.queries import TimeRange, decision_counts

@@ -3,8 +3,8 @@
 from prometheus_client import CollectorRegistry, Counter
 
 from eventsieve.ratelog import RateLog, counter_totals
-from producers.app import RATES as endpoint_rates
 from producers.metrics import Metrics
+from producers.operations import RATES as endpoint_rates
 from sinks.metrics import SinkMetrics
 from sinks.service import RATES as sink_rates
 from streams.metrics import StreamMetrics

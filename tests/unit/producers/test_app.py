@@ -18,7 +18,8 @@ import pytest
 from confluent_kafka import KafkaError
 
 from eventsieve.config import Settings, load_settings
-from producers.app import Endpoint, build_endpoint, create_app
+from producers.app import create_app
+from producers.endpoint import Endpoint, build_endpoint
 from producers.publisher import Publisher
 from producers.salts import FixedSalts
 from schemas.codecs import decode_raw
