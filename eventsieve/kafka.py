@@ -59,8 +59,12 @@ def kafka_failure(message: str, exc: BaseException) -> KafkaFailure:
     return KafkaFailure(f"{message}: {exc!r}")
 
 
-Headers = Sequence[tuple[str, bytes | None]]
-"""A consumed record's headers: (name, value) pairs, a value None for a header without one."""
+Header = tuple[str, bytes | None]
+"""A record header: (name, value), the value None for a header without one."""
+Headers = Sequence[Header]
+"""A consumed record's headers."""
+TP = tuple[str, int]
+"""A (topic, partition) pair, the key of per-partition bookkeeping."""
 
 
 def consumed_headers(message: Message) -> Headers:

@@ -49,6 +49,7 @@ from confluent_kafka import (
 from eventsieve.config import Settings
 from eventsieve.errors import EventsieveError, ServiceUnavailableError
 from eventsieve.kafka import (
+    Header,
     durable_producer_config,
     produce_when_room,
     reader_config,
@@ -66,7 +67,6 @@ from streams.useragents import UserAgents
 REDRIVE_HEADER = "eventsieve-redriven-from"
 """Header added to every re-published record: ``<dlq topic>/<partition>/<offset>``."""
 
-Header = tuple[str, bytes | None]
 Check = Callable[[RawEvent], "tuple[str, str] | None"]
 """Validates a decoded event with the current rules: ``(error code, message)`` or None."""
 

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-TopicPartition = tuple[str, int]
+from eventsieve.kafka import TP
 
 
 @dataclass
 class OffsetRanges:
     """The first and last offset of each (topic, partition) in a batch."""
 
-    ranges: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    ranges: dict[TP, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, topic: str, partition: int, offset: int) -> None:
         key = (topic, partition)
@@ -47,7 +47,7 @@ class OffsetRanges:
             self.add(topic, partition, first)
             self.add(topic, partition, last)
 
-    def commit_offsets(self) -> dict[TopicPartition, int]:
+    def commit_offsets(self) -> dict[TP, int]:
         """Kafka commit positions: the offset after the last one of each partition."""
         return {key: last + 1 for key, (_, last) in self.ranges.items()}
 

@@ -58,6 +58,7 @@ from confluent_kafka import (
 
 from eventsieve.config import Settings
 from eventsieve.kafka import (
+    TP,
     KafkaFailure,
     kafka_failure,
     record_headers,
@@ -80,7 +81,6 @@ from streams.store import Store, StoreFactory
 log = get_logger(__name__)
 
 Decide = Callable[[Record, BatchedState], Outcome]
-TP = tuple[str, int]
 
 # librdkafka answers within this or the broker is unreachable: the batch is
 # aborted (or the process exits) rather than waiting for ever.

@@ -36,6 +36,7 @@ from enum import StrEnum
 from typing import Any
 
 from eventsieve.config import Settings
+from eventsieve.kafka import Header
 from schemas.codecs import decode_raw as _decode_raw
 from schemas.codecs import (
     decode_raw_marked,
@@ -65,8 +66,6 @@ from streams.pipeline import Pipeline, Pipelines, build_pipelines
 from streams.rules.orders import RECORD_LIMIT, Member, OrderUniqueness
 from streams.state import State
 from streams.useragents import UserAgents
-
-Header = tuple[str, bytes | None]
 
 # librdkafka refuses messages over message.max.bytes (1,000,000 by default);
 # the key, headers and framing need the rest.
